@@ -32,8 +32,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
+DEMO ?= runs/demo
+
+# Until the studio lands: the most useful end-to-end thing available — record a small
+# event-annotated dataset from the simulated robot and write its contact sheet.
 run: setup
-	$(BIN)/wallwm studio --host 127.0.0.1
+	$(BIN)/wallwm data generate --suite all --episodes 8 --out $(DEMO)
+	$(BIN)/wallwm data show $(DEMO) --out $(DEMO)/contact_sheet.png
+	@echo "contact sheet: $(DEMO)/contact_sheet.png"
 
 test: setup
 	$(BIN)/ruff check .

@@ -139,7 +139,7 @@ class Episode:
 
     @property
     def length(self) -> int:
-        return int(len(self.actions))
+        return len(self.actions)
 
     @property
     def plan(self) -> list[str]:
