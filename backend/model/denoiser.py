@@ -365,7 +365,7 @@ class WorldActionDenoiser(nn.Module):
             if cfg.extra_context_dim else None
         )
         self.action_embedding = nn.Linear(cfg.action_dim, a)
-        self.state_embedding = nn.Linear(cfg.state_dim, a)
+        self.action_state_embedding = nn.Linear(cfg.state_dim, a)
         self.action_pos_embedding = nn.Parameter(torch.zeros(1, 1 + cfg.h_max, a))
         self.action_time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, a), nn.SiLU(),
                                                    nn.Linear(a, a))
@@ -535,7 +535,7 @@ class WorldActionDenoiser(nn.Module):
             raise ValueError(f"state must be ({B}, {cfg.state_dim}), got {tuple(state.shape)}")
         if t_action.shape != (B,):
             raise ValueError(f"t_action must be ({B},), got {tuple(t_action.shape)}")
-        x = torch.cat([self.state_embedding(state)[:, None], self.action_embedding(actions)], dim=1)
+        x = torch.cat([self.action_state_embedding(state)[:, None], self.action_embedding(actions)], dim=1)
         x = x + self.action_pos_embedding[:, : 1 + H]  # (B, 1 + H, A)
         e = self.action_time_embedding(sinusoidal_embedding(t_action, cfg.freq_dim))  # (B, A)
         e0 = self.action_time_projection(e).unflatten(1, (6, -1))  # (B, 6, A)
