@@ -1,13 +1,16 @@
 """Attention helpers shared by the denoiser: 3D RoPE and one attention call with three mask paths.
 
 Token layout of the video tower (stated once, used everywhere in backend/model):
-tokens are ordered ``(view, h, w, frame)`` with the latent frame innermost. Attention is
-permutation-equivariant, so this order changes nothing numerically against Wan's
-``(frame, h, w)`` order; it is chosen because the sight-cone mask is a per-patch relation that
-holds for every frame, so the token mask is ``patch_mask ⊗ ones(F, F)`` and a contiguous block
-of tokens is a compact group of patches. That is what lets a flex_attention ``BlockMask`` skip
-whole blocks; with frames outermost every block would mix all patches of a frame and almost no
-block could be skipped.
+tokens are ordered ``(view, patch, frame)``: views outermost, then the patches of a view in
+Z-order (:func:`patch_order`), the latent frame innermost. Attention is permutation-equivariant,
+so this order changes nothing numerically against Wan's ``(frame, h, w)`` order; it is chosen
+for the sight-cone mask. That mask is a per-patch relation that holds for every frame, so the
+token mask is ``patch_mask ⊗ ones(F, F)``, and a contiguous run of tokens is a compact square
+of patches whose cones cover a small part of another view. That is what lets a flex_attention
+``BlockMask`` skip whole blocks: with frames outermost every block would mix all patches of a
+frame, and with row-major patches a block is a thin strip that sees a wide band of the other
+view (on our rig at 256 px, 9 frames and 128-token blocks: 86% of blocks visited row-major, 68%
+in Z-order, for a 38% element density).
 
 Mask paths of :func:`attention`:
 - ``None``: full attention through ``F.scaled_dot_product_attention``.
@@ -42,9 +45,7 @@ class ViewMask:
 
     dense: torch.Tensor
     block_mask: Any  # torch.nn.attention.flex_attention.BlockMask
-    frames: int
-    patches_per_view: int
-    num_views: int
+    frames: int  # latent frames per patch (the token mask repeats the patch mask over them)
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -61,8 +62,7 @@ class ViewMask:
         return float(self.dense.float().mean())
 
     def with_backend(self, backend: str) -> ViewMask:
-        return ViewMask(self.dense, self.block_mask, self.frames, self.patches_per_view,
-                        self.num_views, backend)
+        return ViewMask(self.dense, self.block_mask, self.frames, backend)
 
 
 @functools.cache
@@ -103,6 +103,16 @@ def attention(
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
+def patch_order(height: int, width: int) -> torch.Tensor:
+    """Row-major patch indices ``(height * width,)`` sorted along the Z-order (Morton) curve."""
+    ys, xs = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    ys, xs = ys.reshape(-1), xs.reshape(-1)
+    code = torch.zeros_like(ys)
+    for bit in range(max(height, width).bit_length()):
+        code |= ((xs >> bit) & 1) << (2 * bit) | ((ys >> bit) & 1) << (2 * bit + 1)
+    return torch.argsort(code, stable=True)
+
+
 def rope_freqs_1d(dim: int, length: int, theta: float = 10000.0) -> torch.Tensor:
     """Complex rotations ``(length, dim // 2)`` for positions ``0..length-1`` (Wan2.1's rope_params)."""
     inv = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
@@ -113,7 +123,7 @@ def rope_freqs_1d(dim: int, length: int, theta: float = 10000.0) -> torch.Tensor
 def rope_freqs_3d(
     head_dim: int, frames: int, height: int, width: int, num_views: int = 1, theta: float = 10000.0
 ) -> torch.Tensor:
-    """Wan2.1's 3D RoPE, laid out for tokens ``(view, h, w, frame)``: complex64 ``(N, head_dim // 2)``.
+    """Wan2.1's 3D RoPE, laid out for tokens ``(view, patch, frame)``: complex64 ``(N, head_dim // 2)``.
 
     Head channels split as in Wan2.1: ``head_dim - 4 * (head_dim // 6)`` for time, ``2 * (head_dim
     // 6)`` each for height and width. Every view reuses the same grid of positions; views are told
@@ -134,6 +144,7 @@ def rope_freqs_3d(
         ],
         dim=-1,
     )  # (h, w, F, head_dim/2)
+    grid = grid.reshape(height * width, frames, -1)[patch_order(height, width)]  # (P, F, hd/2)
     return grid.reshape(1, height * width * frames, -1).expand(num_views, -1, -1).reshape(
         num_views * height * width * frames, -1
     ).to(torch.complex64)

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backend.model.attention import ViewMask, apply_rope, attention, rope_freqs_3d
+from backend.model.attention import ViewMask, apply_rope, attention, patch_order, rope_freqs_3d
 
 
 @dataclass(frozen=True)
@@ -372,7 +372,7 @@ class WorldActionDenoiser(nn.Module):
         self.action_time_projection = nn.Sequential(nn.SiLU(), nn.Linear(a, a * 6))
         self.action_blocks = nn.ModuleList([ActionBlock(cfg) for _ in range(cfg.num_layers)])
         self.action_head = Head(a, cfg.action_dim, cfg.eps)
-        self._rope_cache: dict[tuple, torch.Tensor] = {}
+        self._layout_cache: dict[tuple, torch.Tensor] = {}
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -400,18 +400,26 @@ class WorldActionDenoiser(nn.Module):
 
     def _freqs(self, frames: int, h: int, w: int, views: int, device: torch.device) -> torch.Tensor:
         key = (frames, h, w, views, str(device))
-        if key not in self._rope_cache:
+        if key not in self._layout_cache:
             longest = max(frames, h, w)
             if longest > self.cfg.rope_max_seq_len:
                 raise ValueError(
                     f"token grid {frames}x{h}x{w} exceeds rope_max_seq_len={self.cfg.rope_max_seq_len}"
                 )
-            self._rope_cache[key] = rope_freqs_3d(self.cfg.attention_head_dim, frames, h, w,
+            self._layout_cache[key] = rope_freqs_3d(self.cfg.attention_head_dim, frames, h, w,
                                                   views).to(device)
-        return self._rope_cache[key]
+        return self._layout_cache[key]
+
+    def _order(self, h: int, w: int, device: torch.device, inverse: bool = False) -> torch.Tensor:
+        """Z-order of the patches of one view (or its inverse), cached per grid."""
+        key = ("order", h, w, str(device), inverse)
+        if key not in self._layout_cache:
+            order = patch_order(h, w)
+            self._layout_cache[key] = (torch.argsort(order) if inverse else order).to(device)
+        return self._layout_cache[key]
 
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, V, Cin, F, H, W) -> tokens (B, V*h*w*F', D) in layout (view, h, w, frame).
+        """(B, V, Cin, F, H, W) -> tokens (B, V*h*w*f, D) in layout (view, patch, frame).
 
         The Conv3d with stride = kernel is a linear map of each patch; done as one matmul.
         """
@@ -420,13 +428,15 @@ class WorldActionDenoiser(nn.Module):
         f, h, w = Fr // pt, H // ph, W // pw
         x = x.reshape(B, V, C, f, pt, h, ph, w, pw)
         x = x.permute(0, 1, 5, 7, 3, 2, 4, 6, 8)  # (B, V, h, w, f, C, pt, ph, pw)
-        x = x.reshape(B, V * h * w * f, C * pt * ph * pw)
+        x = x.reshape(B, V, h * w, f, C * pt * ph * pw)[:, :, self._order(h, w, x.device)]
+        x = x.reshape(B, V * h * w * f, C * pt * ph * pw)  # patches in Z-order
         return F.linear(x, self.patch_embedding.weight.flatten(1), self.patch_embedding.bias)
 
     def _unpatchify(self, x: torch.Tensor, B: int, V: int, grid: tuple[int, int, int]) -> torch.Tensor:
-        """(B, V*h*w*f, pt*ph*pw*C) -> (B, V, C, f*pt, h*ph, w*pw)."""
+        """(B, V*h*w*f, pt*ph*pw*C) tokens (view, patch, frame) -> (B, V, C, f*pt, h*ph, w*pw)."""
         f, h, w = grid
         pt, ph, pw = self.cfg.patch_size
+        x = x.reshape(B, V, h * w, f, -1)[:, :, self._order(h, w, x.device, inverse=True)]
         x = x.reshape(B, V, h, w, f, pt, ph, pw, -1)
         x = x.permute(0, 1, 8, 4, 5, 2, 6, 3, 7)  # (B, V, C, f, pt, h, ph, w, pw)
         return x.reshape(B, V, -1, f * pt, h * ph, w * pw)
