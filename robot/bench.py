@@ -1,0 +1,199 @@
+"""`wallwm bench link`: the robot link against the transport openpi uses, same run, same payload.
+
+Measured: the round trip of `execute_chunk` (a 32x7 float32 chunk) -> `accepted` ack
+(1) through `RobotClient`, what the workbench uses (I/O thread, futures, heartbeats on);
+(2) through one plain DEALER socket, what a minimal client in another language would do;
+(3) through a websocket + msgpack echo pair (`websockets` server, sync client, as in
+openpi), whose server decodes the request and answers with the same ack.
+Each server runs in its own process, as a robot would. The ZeroMQ server is the real
+`RobotServer` with its full validation; after each accepted chunk the client sends `stop`
+(not timed) so the robot is ARMED again for the next one. Telemetry rate is what the
+client's SUB socket received while all this ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+from typing import Any
+
+import numpy as np
+
+from robot.protocol import ack, decode, encode, request
+
+CHUNK_SHAPE = (32, 7)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--requests", type=int, default=5000, help="timed round trips per transport")
+    parser.add_argument("--warmup", type=int, default=200, help="untimed round trips first")
+    parser.add_argument("--robot", choices=("kinematic", "sim"), default="kinematic",
+                        help="robot behind the server (the link is what is measured)")
+
+
+def _serve_zmq(robot_kind: str, ports: Any, stop: Any) -> None:
+    from robot.server import RobotServer, ServerConfig
+
+    if robot_kind == "sim":
+        from robot.sim.robot import SimRobot
+
+        robot = SimRobot()
+    else:
+        from robot.kinematic import KinematicRobot
+
+        robot = KinematicRobot()
+    server = RobotServer(robot, ServerConfig(cmd_port=0, telemetry_port=0, heartbeat_timeout_s=2.0)).start()
+    ports.put((server.cmd_endpoint, server.telemetry_endpoint))
+    stop.wait()
+    server.close()
+
+
+def _serve_websocket(ports: Any, stop: Any) -> None:
+    import asyncio
+
+    from websockets.asyncio.server import serve
+
+    async def handler(ws) -> None:
+        async for frame in ws:
+            msg = decode(frame)
+            await ws.send(encode(ack(msg["msg_id"], "accepted", chunk_id=msg["chunk_id"])))
+
+    async def main() -> None:
+        async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
+            ports.put(server.sockets[0].getsockname()[1])
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+
+    asyncio.run(main())
+
+
+def _percentiles(rtts: list[float]) -> tuple[float, float]:
+    ms = np.asarray(rtts) * 1e3
+    return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
+
+
+def _chunk(rng: np.random.Generator) -> np.ndarray:
+    a = np.zeros(CHUNK_SHAPE, dtype=np.float32)  # (32, 7): a small wiggle around home
+    a[:, :3] = np.array([0.0, 0.0, 0.2]) + rng.uniform(-0.01, 0.01, (CHUNK_SHAPE[0], 3))
+    return a
+
+
+def _bench_client(cmd: str, tel: str, n: int, warmup: int, rng: np.random.Generator) -> dict[str, float]:
+    from robot.client import RobotClient
+
+    host, cmd_port = cmd.rsplit(":", 1)
+    tel_port = int(tel.rsplit(":", 1)[1])
+    with RobotClient(host.split("//")[1], int(cmd_port), tel_port) as c:
+        info = c.hello()
+        c.wait_telemetry(timeout=5)
+        c.arm()
+        dt = 1.0 / info["fps"]
+        rtts = []
+        count0, t0 = c.telemetry_count, time.monotonic()
+        for i in range(warmup + n):
+            a = _chunk(rng)
+            t = time.perf_counter()
+            c.execute_chunk(a, dt)
+            if i >= warmup:
+                rtts.append(time.perf_counter() - t)
+            c.stop()
+        telemetry_hz = (c.telemetry_count - count0) / (time.monotonic() - t0)
+        c.disarm()
+    p50, p99 = _percentiles(rtts)
+    return {"zmq_rtt_p50_ms": p50, "zmq_rtt_p99_ms": p99, "telemetry_hz": telemetry_hz}
+
+
+def _bench_dealer(cmd: str, n: int, warmup: int, rng: np.random.Generator) -> dict[str, float]:
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    s.connect(cmd)
+
+    def call(msg: dict) -> dict:
+        s.send(encode(msg))
+        while True:  # skip the `aborted` acks of stopped chunks
+            reply = decode(s.recv())
+            if reply["ack_of"] == msg["msg_id"]:
+                return reply
+
+    assert call(request("arm"))["status"] == "ok"
+    rtts = []
+    for i in range(warmup + n):
+        msg = request("execute_chunk", chunk_id=f"c{i}", seq=i + 1, actions=_chunk(rng), dt=0.1)
+        t = time.perf_counter()
+        reply = call(msg)
+        if i >= warmup:
+            rtts.append(time.perf_counter() - t)
+        if reply["status"] != "accepted":
+            raise RuntimeError(f"chunk rejected during the benchmark: {reply['reason']}")
+        call(request("stop"))
+    call(request("disarm"))
+    ctx.destroy()
+    p50, p99 = _percentiles(rtts)
+    return {"zmq_dealer_rtt_p50_ms": p50, "zmq_dealer_rtt_p99_ms": p99}
+
+
+def _bench_websocket(port: int, n: int, warmup: int, rng: np.random.Generator) -> dict[str, float]:
+    from websockets.sync.client import connect
+
+    rtts = []
+    with connect(f"ws://127.0.0.1:{port}", compression=None, max_size=None) as ws:
+        for i in range(warmup + n):
+            msg = request("execute_chunk", chunk_id=f"c{i}", seq=i + 1, actions=_chunk(rng), dt=0.1)
+            t = time.perf_counter()
+            ws.send(encode(msg))
+            reply = decode(ws.recv())
+            if i >= warmup:
+                rtts.append(time.perf_counter() - t)
+            assert reply["ack_of"] == msg["msg_id"]
+    p50, p99 = _percentiles(rtts)
+    return {"websocket_rtt_p50_ms": p50, "websocket_rtt_p99_ms": p99}
+
+
+def run(args: argparse.Namespace):
+    from app.bench import BenchResult
+
+    if args.requests < 1 or args.warmup < 0:
+        raise ValueError("--requests must be >= 1 and --warmup >= 0")
+    ctx = mp.get_context("spawn")  # servers get a clean process: no inherited threads or sockets
+    stop = ctx.Event()
+    zmq_ports, ws_ports = ctx.Queue(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_serve_zmq, args=(args.robot, zmq_ports, stop), daemon=True),
+        ctx.Process(target=_serve_websocket, args=(ws_ports, stop), daemon=True),
+    ]
+    for p in procs:
+        p.start()
+    try:
+        cmd, tel = zmq_ports.get(timeout=120)
+        ws_port = ws_ports.get(timeout=60)
+        rng = np.random.default_rng(0)
+        numbers: dict[str, Any] = {"requests": args.requests, "chunk_shape": list(CHUNK_SHAPE), "robot": args.robot}
+        numbers |= _bench_client(cmd, tel, args.requests, args.warmup, rng)
+        numbers |= _bench_dealer(cmd, args.requests, args.warmup, rng)
+        numbers |= _bench_websocket(ws_port, args.requests, args.warmup, rng)
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    numbers["websocket_over_zmq_p50"] = numbers["websocket_rtt_p50_ms"] / numbers["zmq_rtt_p50_ms"]
+    numbers["websocket_over_zmq_p99"] = numbers["websocket_rtt_p99_ms"] / numbers["zmq_rtt_p99_ms"]
+    n = numbers
+    md = (
+        f"`execute_chunk` ({CHUNK_SHAPE[0]}x{CHUNK_SHAPE[1]} float32) -> `accepted` round trip on loopback, "
+        f"{args.requests} timed requests per transport after {args.warmup} warm-up, each server in its own "
+        f"process, robot `{args.robot}`.\n\n"
+        "| transport | p50 (ms) | p99 (ms) |\n|---|---|---|\n"
+        f"| ZeroMQ, `RobotClient` (workbench) | {n['zmq_rtt_p50_ms']:.3f} | {n['zmq_rtt_p99_ms']:.3f} |\n"
+        f"| ZeroMQ, one DEALER socket | {n['zmq_dealer_rtt_p50_ms']:.3f} | {n['zmq_dealer_rtt_p99_ms']:.3f} |\n"
+        f"| websocket + msgpack echo (openpi's transport) | {n['websocket_rtt_p50_ms']:.3f} | {n['websocket_rtt_p99_ms']:.3f} |\n\n"
+        f"websocket / ZeroMQ (`RobotClient`): {n['websocket_over_zmq_p50']:.2f}x at p50, "
+        f"{n['websocket_over_zmq_p99']:.2f}x at p99. Telemetry received: {n['telemetry_hz']:.1f} Hz "
+        "(server publishes at 50 Hz; protocol floor 20 Hz)."
+    )
+    return BenchResult(target="link", numbers=numbers, markdown=md)

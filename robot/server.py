@@ -1,0 +1,793 @@
+"""The robot server: protocol v1 over ZeroMQ, the state machine, the safety layer, the watchdog.
+
+Safety lives here, never only in the UI: whatever a client sends, the robot only ever gets
+finite targets inside the workspace box, reached by steps no larger than the caps.
+
+Threads (ZeroMQ sockets are never shared between them):
+- the socket loop owns the command ROUTER and the telemetry PUB; it answers every request
+  at once, publishes telemetry and runs the heartbeat watchdog, so an e-stop never waits
+  behind a running chunk or an observation render;
+- the control thread executes chunks, one `send_action` per control period;
+- the worker thread runs the slow robot reads (observation render, arm, scene reset).
+Both other threads hand their replies to the loop through an inproc PUSH/PULL pair.
+
+Locks, always taken in this order: robot lock (robot I/O) -> motion lock (held around
+check-mode-then-send_action) -> state lock (mode, chunk, controller). A handler that halts
+motion (stop, pause, estop, watchdog) sets the mode under the state lock, releases it, then
+passes through the motion lock: when its ack leaves, no further target can reach the robot.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+import zmq.auth.thread
+
+from robot.protocol import (
+    PROTOCOL_VERSION,
+    Mode,
+    ProtocolError,
+    ack,
+    decode,
+    encode,
+    validate_request,
+)
+from robot.robot import Robot
+from robot.security import ServerKeys, is_loopback
+from robot.types import ACTION_DIM, ACTION_NAMES, STATE_NAMES
+
+log = logging.getLogger(__name__)
+
+ARMED_MODES = (Mode.ARMED, Mode.EXECUTING, Mode.PAUSED)
+MAX_QUEUED_JOBS = 8  # observation/arm/reset requests waiting for the worker
+MAX_MESSAGE_BYTES = 1 << 20  # a 64-step chunk is 1.8 kB; larger frames drop the connection
+
+
+@dataclass
+class ServerConfig:
+    """How the robot is exposed and how cautious the server is."""
+
+    host: str = "127.0.0.1"  # a non-loopback host requires CURVE keys
+    cmd_port: int = 5555  # ROUTER; 0 picks a free port (tests)
+    telemetry_port: int = 5556  # PUB; 0 picks a free port
+    heartbeat_timeout_s: float = 0.5  # armed and silent this long -> hold -> FAULT
+    max_chunk_len: int = 64  # H_max is 32 at 10 Hz; twice that leaves room, bounds memory
+    telemetry_hz: float = 50.0  # >= 20 Hz by contract
+    max_step_m: float = 0.05  # per control step: 0.5 m/s at 10 Hz
+    max_rot_step_rad: float = 0.3  # per control step: ~170 deg/s at 10 Hz
+    workspace_min: tuple[float, float, float] | None = None  # default: the robot's own box
+    workspace_max: tuple[float, float, float] | None = None
+    keys: ServerKeys | None = None  # CURVE: server key pair + allowed client keys
+
+    def __post_init__(self) -> None:
+        if self.keys is None and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to bind {self.host!r} without CURVE keys: anyone on that network could "
+                "move the robot; bind 127.0.0.1 or give server and client keys (--keys DIR)"
+            )
+        for name in ("heartbeat_timeout_s", "telemetry_hz", "max_step_m", "max_rot_step_rad"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive number, got {v!r}")
+        if self.telemetry_hz < 20:
+            raise ValueError(f"telemetry_hz must be >= 20 (protocol v1), got {self.telemetry_hz}")
+        if not 1 <= self.max_chunk_len <= 4096:
+            raise ValueError(f"max_chunk_len must be in [1, 4096], got {self.max_chunk_len}")
+        for port in (self.cmd_port, self.telemetry_port):
+            if not 0 <= port < 65536:
+                raise ValueError(f"bad port {port}")
+
+
+# ---------------------------------------------------------------- safety geometry
+
+
+def rpy_to_quat(rpy: np.ndarray) -> np.ndarray:
+    """Roll, pitch, yaw (R = Rz(yaw) Ry(pitch) Rx(roll)) -> unit quaternion (w, x, y, z)."""
+    r, p, y = np.asarray(rpy, dtype=np.float64) / 2
+    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
+    return np.array(
+        [
+            cr * cp * cy + sr * sp * sy,
+            sr * cp * cy - cr * sp * sy,
+            cr * sp * cy + sr * cp * sy,
+            cr * cp * sy - sr * sp * cy,
+        ]
+    )
+
+
+def quat_to_rpy(q: np.ndarray) -> np.ndarray:
+    w, x, y, z = q
+    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
+    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
+    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
+    return np.array([roll, pitch, yaw])
+
+
+def rotation_angle(rpy_a: np.ndarray, rpy_b: np.ndarray) -> float:
+    """Geodesic angle (rad) between two orientations."""
+    d = abs(float(np.dot(rpy_to_quat(rpy_a), rpy_to_quat(rpy_b))))
+    return 2 * math.acos(min(1.0, d))
+
+
+@dataclass(frozen=True)
+class SafetyLimits:
+    workspace_min: np.ndarray  # (3,) m
+    workspace_max: np.ndarray  # (3,) m
+    max_step_m: float
+    max_rot_step_rad: float
+
+    def clip(self, action: np.ndarray) -> tuple[np.ndarray, bool]:
+        """Clip a target (7,) to the workspace box and the gripper to [0, 1]; say if it changed."""
+        a = np.asarray(action, dtype=np.float64)
+        out = a.copy()
+        out[:3] = np.clip(a[:3], self.workspace_min, self.workspace_max)
+        out[6] = min(max(a[6], 0.0), 1.0)
+        return out, bool(np.any(out != a))
+
+    def interpolate(self, current: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Sub-targets (n, 7) from `current` to `target`, each step within both caps.
+
+        Position and gripper move linearly, orientation along the great circle (slerp);
+        the last row is exactly `target`.
+        """
+        cur, tgt = np.asarray(current, dtype=np.float64), np.asarray(target, dtype=np.float64)
+        dist = float(np.linalg.norm(tgt[:3] - cur[:3]))
+        angle = rotation_angle(cur[3:6], tgt[3:6])
+        n = max(1, math.ceil(dist / self.max_step_m - 1e-9), math.ceil(angle / self.max_rot_step_rad - 1e-9))
+        if n == 1:
+            return tgt[None]
+        s = np.arange(1, n + 1) / n  # (n,) fractions of the way
+        out = cur[None] + s[:, None] * (tgt - cur)[None]  # (n, 7): linear for xyz and gripper
+        q0, q1 = rpy_to_quat(cur[3:6]), rpy_to_quat(tgt[3:6])
+        if np.dot(q0, q1) < 0:  # shortest way round
+            q1 = -q1
+        omega = math.acos(min(1.0, float(np.dot(q0, q1))))
+        if omega > 1e-9:
+            for i, f in enumerate(s[:-1]):
+                q = (math.sin((1 - f) * omega) * q0 + math.sin(f * omega) * q1) / math.sin(omega)
+                out[i, 3:6] = quat_to_rpy(q)
+        else:
+            out[:, 3:6] = tgt[3:6]
+        out[-1] = tgt
+        return out
+
+
+# ---------------------------------------------------------------- server
+
+
+@dataclass
+class _Chunk:
+    msg_id: str
+    identity: bytes
+    chunk_id: str
+    actions: np.ndarray  # (H, 7) float64
+    dt: float
+    event_index: int | None
+    step: int = 0  # actions completed
+    clipped: int = 0  # actions changed by the workspace/gripper clip
+    interpolated: int = 0  # extra control periods inserted by the step caps
+    abort_reason: str | None = None
+    t_next: float = 0.0  # monotonic time of the next control tick
+
+
+@dataclass
+class ServerStats:
+    """Counters tests and benchmarks read (never sent on the wire)."""
+
+    received: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    chunks_accepted: int = 0
+    actions_sent: int = 0  # calls of robot.send_action
+    telemetry_sent: int = 0
+    last_fault_t: float | None = None
+    last_estop_t: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class RobotServer:
+    """Serve one robot over protocol v1. `start()` returns at once; `close()` stops everything."""
+
+    def __init__(self, robot: Robot, config: ServerConfig | None = None):
+        self.robot = robot
+        self.config = config or ServerConfig()
+        cfg = self.config
+        lo = cfg.workspace_min if cfg.workspace_min is not None else getattr(robot, "workspace_min", None)
+        hi = cfg.workspace_max if cfg.workspace_max is not None else getattr(robot, "workspace_max", None)
+        if lo is None or hi is None:
+            raise ValueError("no workspace box: give workspace_min/max or use a robot that has one")
+        lo, hi = np.asarray(lo, dtype=np.float64).reshape(3), np.asarray(hi, dtype=np.float64).reshape(3)
+        if not np.all(lo < hi):
+            raise ValueError(f"workspace_min {lo} must be below workspace_max {hi}")
+        self.limits = SafetyLimits(lo, hi, float(cfg.max_step_m), float(cfg.max_rot_step_rad))
+        self.stats = ServerStats()
+
+        self._lock = threading.Lock()  # state lock
+        self._cond = threading.Condition(self._lock)
+        self._motion_lock = threading.Lock()
+        self._robot_lock = threading.Lock()
+        self._mode = Mode.IDLE
+        self._faults: list[str] = []
+        self._controller: bytes | None = None  # the identity that armed the robot
+        self._last_heard = 0.0  # monotonic time of the controller's last valid request
+        self._last_seq: dict[bytes, int] = {}
+        self._chunk: _Chunk | None = None  # the chunk being executed (or paused)
+        self._last_chunk: _Chunk | None = None  # for telemetry after it ends
+        self._target: np.ndarray | None = None  # (7,) last target the robot really got
+        self._ee_pose = np.zeros(ACTION_DIM, dtype=np.float32)
+        self._task_progress: int | None = None
+
+        self._ctx: zmq.Context | None = None
+        self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
+        self._jobs: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._outbox_addr = f"inproc://robot-outbox-{id(self)}"
+        self._hello: dict[str, Any] | None = None
+        self.cmd_endpoint = ""
+        self.telemetry_endpoint = ""
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> RobotServer:
+        cfg = self.config
+        if not self.robot.is_connected:
+            self.robot.connect()
+        state = self._read_state()
+        self._target = state
+        self._ee_pose = state.astype(np.float32)
+        self._refresh_progress()
+        self._hello = self._hello_fields()
+
+        self._ctx = zmq.Context()
+        router, pub = self._ctx.socket(zmq.ROUTER), self._ctx.socket(zmq.PUB)
+        for s in (router, pub):
+            s.linger = 0
+        router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        router.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+        router.rcvhwm = router.sndhwm = 10000
+        pub.sndhwm = 100  # slow subscribers lose old states, never slow the robot
+        if cfg.keys is not None:
+            self._auth = zmq.auth.thread.ThreadAuthenticator(self._ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback("*", credentials_provider=_AllowList(cfg.keys.allowed_clients))
+            for s in (router, pub):
+                s.curve_server = True
+                s.curve_publickey = cfg.keys.public
+                s.curve_secretkey = cfg.keys.secret
+        host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        try:
+            self.cmd_endpoint = _bind(router, host, cfg.cmd_port)
+            self.telemetry_endpoint = _bind(pub, host, cfg.telemetry_port)
+        except zmq.ZMQError:
+            router.close()
+            pub.close()
+            self._shutdown_context()
+            raise
+        outbox = self._ctx.socket(zmq.PULL)
+        outbox.linger = 0
+        outbox.bind(self._outbox_addr)
+
+        self._threads = [
+            threading.Thread(target=self._serve, args=(router, pub, outbox), name="robot-link", daemon=True),
+            threading.Thread(target=self._control_loop, name="robot-control", daemon=True),
+            threading.Thread(target=self._worker_loop, name="robot-worker", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        log.info("robot server: commands %s, telemetry %s", self.cmd_endpoint, self.telemetry_endpoint)
+        return self
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._jobs.put(None)
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads = []
+        self._shutdown_context()
+
+    def _shutdown_context(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None
+
+    def serve_forever(self) -> None:
+        """Start and block until interrupted (Ctrl-C) or `close()` from another thread."""
+        self.start()
+        try:
+            while not self._stop.wait(0.5):
+                pass
+        finally:
+            self.close()
+
+    def __enter__(self) -> RobotServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def faults(self) -> list[str]:
+        with self._lock:
+            return list(self._faults)
+
+    # ------------------------------------------------------------ robot reads
+
+    def _read_state(self) -> np.ndarray:
+        """The measured end-effector state (7,): cheap `get_state()` if the robot has one."""
+        get_state = getattr(self.robot, "get_state", None)
+        state = get_state() if callable(get_state) else self.robot.get_observation()["state"]
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        if state.shape != (ACTION_DIM,) or not np.all(np.isfinite(state)):
+            raise RuntimeError(f"robot returned a bad state {state!r}")
+        return state
+
+    def _refresh_progress(self) -> None:
+        fn = getattr(self.robot, "task_progress", None)
+        self._task_progress = int(fn()) if callable(fn) else None
+
+    def _hello_fields(self) -> dict[str, Any]:
+        cfg, r = self.config, self.robot
+        return {
+            "robot": r.name,
+            "protocol": PROTOCOL_VERSION,
+            "action_space": "ee_pose_abs",
+            "action_names": list(ACTION_NAMES),
+            "state_names": list(STATE_NAMES),
+            "fps": int(r.fps),
+            "cameras": {name: c.to_dict() for name, c in r.cameras.items()},
+            "limits": {
+                "workspace_min": self.limits.workspace_min.tolist(),
+                "workspace_max": self.limits.workspace_max.tolist(),
+                "max_step_m": self.limits.max_step_m,
+                "max_rot_step_rad": self.limits.max_rot_step_rad,
+            },
+            "heartbeat_timeout_s": float(cfg.heartbeat_timeout_s),
+            "max_chunk_len": int(cfg.max_chunk_len),
+            "telemetry_hz": float(cfg.telemetry_hz),
+        }
+
+    # ------------------------------------------------------------ socket loop
+
+    def _serve(self, router: zmq.Socket, pub: zmq.Socket, outbox: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(router, zmq.POLLIN)
+        poller.register(outbox, zmq.POLLIN)
+        period = 1.0 / self.config.telemetry_hz
+        next_pub = time.monotonic()
+        telemetry_seq = itertools.count()
+        try:
+            while not self._stop.is_set():
+                timeout_ms = max(0.0, min(next_pub - time.monotonic(), 0.01)) * 1000
+                events = dict(poller.poll(timeout_ms))
+                publish_now = False
+                if router in events:
+                    for _ in range(256):  # bounded so telemetry and the watchdog keep their pace
+                        try:
+                            frames = router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        publish_now |= self._handle(router, frames)
+                if outbox in events:
+                    while True:
+                        try:
+                            router.send_multipart(outbox.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                publish_now |= self._check_watchdog()
+                now = time.monotonic()
+                if publish_now or now >= next_pub:
+                    pub.send(encode(self._telemetry(next(telemetry_seq))))
+                    self.stats.telemetry_sent += 1
+                    next_pub = max(next_pub + period, now) if now >= next_pub else next_pub
+        except Exception:  # a bug here must not leave the robot moving unwatched
+            log.exception("robot server loop crashed; faulting the robot")
+            self._halt(Mode.FAULT, "server loop crashed")
+            raise
+        finally:
+            router.close()
+            pub.close()
+            outbox.close()
+
+    def _telemetry(self, seq: int) -> dict[str, Any]:
+        with self._lock:
+            chunk = self._chunk or self._last_chunk
+            return {
+                "v": PROTOCOL_VERSION,
+                "type": "state",
+                "seq": seq,
+                "t_ns": time.time_ns(),
+                "mode": str(self._mode),
+                "ee_pose": self._ee_pose,
+                "chunk_id": chunk.chunk_id if chunk else None,
+                "event_index": chunk.event_index if chunk else None,
+                "step": chunk.step if chunk else 0,
+                "faults": list(self._faults),
+                "task_progress": self._task_progress,
+            }
+
+    def _handle(self, router: zmq.Socket, frames: list[bytes]) -> bool:
+        """Answer one incoming message; True when it stopped the robot (publish telemetry now)."""
+        self.stats.received += 1
+        identity = frames[0]
+
+        def reply(msg: dict[str, Any]) -> None:
+            router.send_multipart([identity, encode(msg)])
+
+        try:
+            if len(frames) != 2:
+                msg = decode(frames[1]) if len(frames) > 2 else {}
+                raise ProtocolError(f"a message is one frame, got {len(frames) - 1}", _msg_id_of(msg))
+            msg = validate_request(decode(frames[1]))
+        except ProtocolError as e:
+            if e.msg_id is None:
+                self.stats.dropped += 1
+            else:
+                self.stats.rejected += 1
+                reply(ack(e.msg_id, "rejected", e.reason))
+            return False
+        type_, msg_id = msg["type"], msg["msg_id"]
+        mode_before = self._mode
+        with self._lock:
+            if identity == self._controller:
+                self._last_heard = time.monotonic()
+        if type_ == "hello":
+            reply({"v": PROTOCOL_VERSION, "type": "hello", "ack_of": msg_id, **self._hello, "mode": str(self._mode)})
+        elif type_ == "heartbeat":
+            reply(ack(msg_id, "ok"))
+        elif type_ in ("get_observation", "arm", "reset"):
+            if self._jobs.qsize() >= MAX_QUEUED_JOBS:
+                reply(ack(msg_id, "rejected", f"busy: {MAX_QUEUED_JOBS} robot reads already queued"))
+            elif type_ == "reset" and self._mode != Mode.IDLE:
+                reply(ack(msg_id, "rejected", f"reset moves the scene: disarm first (robot is {self._mode})"))
+            elif type_ == "arm" and self._mode != Mode.IDLE:
+                reply(ack(msg_id, "rejected", _arm_refusal(self._mode)))
+            else:
+                self._jobs.put((identity, msg))
+        elif type_ == "execute_chunk":
+            status, reason = self._on_execute(identity, msg)
+            reply(ack(msg_id, status, reason, chunk_id=msg["chunk_id"]))
+            if status == "accepted":  # wake the control thread only once the ack is out
+                with self._cond:
+                    self._cond.notify_all()
+        else:
+            status, reason = getattr(self, f"_on_{type_}")(identity)
+            reply(ack(msg_id, status, reason))
+        # Safety stops go out on telemetry at once; other changes ride the periodic stream.
+        return self._mode != mode_before and self._mode in (Mode.FAULT, Mode.ESTOP)
+
+    # ------------------------------------------------------------ transitions
+
+    def _halt(self, mode: Mode, reason: str) -> None:
+        """Enter FAULT or ESTOP: abort the chunk, then wait out any target in flight."""
+        with self._cond:
+            if mode == Mode.FAULT and self._mode in (Mode.ESTOP, Mode.FAULT):
+                return
+            self._mode = mode
+            self._faults.append(reason)
+            self._abort_chunk(reason)
+            self._controller = None
+            now = time.monotonic()
+            if mode == Mode.ESTOP:
+                self.stats.last_estop_t = now
+            else:
+                self.stats.last_fault_t = now
+            self._cond.notify_all()
+        with self._motion_lock:
+            pass
+
+    def _abort_chunk(self, reason: str) -> None:
+        if self._chunk is not None and self._chunk.abort_reason is None:
+            self._chunk.abort_reason = reason
+
+    def _on_estop(self, identity: bytes) -> tuple[str, str]:
+        self._halt(Mode.ESTOP, "estop")
+        return "ok", ""
+
+    def _on_reset_fault(self, identity: bytes) -> tuple[str, str]:
+        with self._cond:
+            if self._mode not in (Mode.FAULT, Mode.ESTOP):
+                return "rejected", f"reset_fault needs FAULT or ESTOP, robot is {self._mode}"
+            self._mode = Mode.IDLE
+            self._faults.clear()
+            self._cond.notify_all()
+        return "ok", ""
+
+    def _on_disarm(self, identity: bytes) -> tuple[str, str]:
+        with self._cond:
+            if self._mode != Mode.ARMED:
+                return "rejected", _disarm_refusal(self._mode)
+            self._mode = Mode.IDLE
+            self._controller = None
+        return "ok", ""
+
+    def _on_pause(self, identity: bytes) -> tuple[str, str]:
+        with self._cond:
+            if self._mode != Mode.EXECUTING:
+                return "rejected", f"pause needs a running chunk (EXECUTING), robot is {self._mode}"
+            self._mode = Mode.PAUSED
+            self._cond.notify_all()
+        with self._motion_lock:
+            pass
+        return "ok", ""
+
+    def _on_resume(self, identity: bytes) -> tuple[str, str]:
+        with self._cond:
+            if self._mode != Mode.PAUSED:
+                return "rejected", f"resume needs PAUSED, robot is {self._mode}"
+            if identity != self._controller:
+                return "rejected", "only the client that armed the robot may resume motion"
+            self._mode = Mode.EXECUTING
+            self._cond.notify_all()
+        return "ok", ""
+
+    def _on_stop(self, identity: bytes) -> tuple[str, str]:
+        with self._cond:
+            if self._mode == Mode.ARMED:
+                return "ok", "nothing running; holding"
+            if self._mode not in (Mode.EXECUTING, Mode.PAUSED):
+                return "rejected", f"stop needs an armed robot, robot is {self._mode}"
+            self._abort_chunk("stopped")
+            self._mode = Mode.ARMED
+            self._cond.notify_all()
+        with self._motion_lock:
+            pass
+        return "ok", ""
+
+    def _on_execute(self, identity: bytes, msg: dict[str, Any]) -> tuple[str, str]:
+        actions: np.ndarray = msg["actions"]  # (H, 7) float32, shape checked by the protocol
+        horizon, cfg = actions.shape[0], self.config
+        if horizon > cfg.max_chunk_len:
+            return "rejected", f"chunk has {horizon} steps, max_chunk_len is {cfg.max_chunk_len}"
+        if not np.all(np.isfinite(actions)):
+            bad = np.argwhere(~np.isfinite(actions))[0]
+            return "rejected", f"non-finite value in actions at step {bad[0]}, {ACTION_NAMES[bad[1]]}"
+        period = 1.0 / self.robot.fps
+        if abs(msg["dt"] - period) > 1e-3 * period:
+            return "rejected", f"dt {msg['dt']} s does not match the control period {period} s ({self.robot.fps} Hz)"
+        with self._cond:
+            last = self._last_seq.get(identity)
+            if last is not None and msg["seq"] <= last:
+                return "rejected", f"seq {msg['seq']} is not above the last seq {last} of this connection (replay?)"
+            self._last_seq[identity] = msg["seq"]
+            expires = msg.get("expires_at_ns")
+            if expires is not None and time.time_ns() > expires:
+                return "rejected", f"chunk expired {(time.time_ns() - expires) / 1e6:.1f} ms ago"
+            if self._mode != Mode.ARMED:
+                return "rejected", f"execute_chunk needs ARMED, robot is {self._mode}"
+            if identity != self._controller:
+                return "rejected", "the robot is armed by another client"
+            self._chunk = _Chunk(
+                msg_id=msg["msg_id"],
+                identity=identity,
+                chunk_id=msg["chunk_id"],
+                actions=actions.astype(np.float64),
+                dt=float(msg["dt"]),
+                event_index=msg.get("event_index"),
+            )
+            self._mode = Mode.EXECUTING
+            self.stats.chunks_accepted += 1
+        return "accepted", ""
+
+    def _check_watchdog(self) -> bool:
+        timeout = self.config.heartbeat_timeout_s
+        with self._lock:
+            if self._mode not in ARMED_MODES:
+                return False
+            silent = time.monotonic() - self._last_heard
+        if silent <= timeout:
+            return False
+        self._halt(Mode.FAULT, f"heartbeat timeout: controller silent {silent:.3f} s > {timeout} s")
+        return True
+
+    # ------------------------------------------------------------ worker (slow robot reads)
+
+    def _worker_loop(self) -> None:
+        out = self._ctx.socket(zmq.PUSH)
+        out.linger = 0
+        out.connect(self._outbox_addr)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None or self._stop.is_set():
+                    return
+                identity, msg = job
+                try:
+                    reply = getattr(self, f"_job_{msg['type']}")(identity, msg)
+                except Exception as e:  # a robot error is an answer, not a dead server
+                    log.exception("robot %s failed", msg["type"])
+                    reply = ack(msg["msg_id"], "rejected", f"robot error: {type(e).__name__}: {e}")
+                out.send_multipart([identity, encode(reply)])
+        finally:
+            out.close()
+
+    def _job_get_observation(self, identity: bytes, msg: dict[str, Any]) -> dict[str, Any]:
+        with self._robot_lock:
+            obs = self.robot.get_observation()
+        state = np.asarray(obs["state"], dtype=np.float32)
+        reply = {
+            "v": PROTOCOL_VERSION,
+            "type": "observation",
+            "ack_of": msg["msg_id"],
+            "t_ns": time.time_ns(),
+            "images": {cam: np.asarray(img, dtype=np.uint8) for cam, img in obs["images"].items()},
+            "state": state,
+            "mode": str(self._mode),
+        }
+        if "task_progress" in obs:
+            reply["task_progress"] = int(obs["task_progress"])
+            self._task_progress = reply["task_progress"]
+        return reply
+
+    def _job_arm(self, identity: bytes, msg: dict[str, Any]) -> dict[str, Any]:
+        # Hold where the robot really is (it may have been moved while disarmed).
+        with self._robot_lock:
+            state = self._read_state()
+        with self._cond:
+            if self._mode != Mode.IDLE:
+                return ack(msg["msg_id"], "rejected", _arm_refusal(self._mode))
+            self._target = state
+            self._ee_pose = state.astype(np.float32)
+            self._mode = Mode.ARMED
+            self._controller = identity
+            self._last_heard = time.monotonic()
+        return ack(msg["msg_id"], "ok")
+
+    def _job_reset(self, identity: bytes, msg: dict[str, Any]) -> dict[str, Any]:
+        with self._robot_lock:
+            if self._mode != Mode.IDLE:
+                return ack(msg["msg_id"], "rejected", f"reset moves the scene: disarm first (robot is {self._mode})")
+            try:
+                self.robot.reset(task=msg.get("task"), seed=msg.get("seed"))
+            except (ValueError, KeyError, NotImplementedError) as e:
+                return ack(msg["msg_id"], "rejected", f"reset refused: {e}")
+            state = self._read_state()
+            self._target = state
+            self._ee_pose = state.astype(np.float32)
+            self._refresh_progress()
+            self._hello = self._hello_fields()  # cameras may change with the task (jitter)
+        return ack(msg["msg_id"], "ok")
+
+    # ------------------------------------------------------------ control thread
+
+    def _control_loop(self) -> None:
+        out = self._ctx.socket(zmq.PUSH)
+        out.linger = 0
+        out.connect(self._outbox_addr)
+        idle_period = 1.0 / self.config.telemetry_hz
+        try:
+            while not self._stop.is_set():
+                with self._cond:
+                    chunk = self._chunk
+                    if chunk is None or chunk.t_next:
+                        self._cond.wait(idle_period)
+                        continue
+                    chunk.t_next = time.monotonic()
+                done = self._run_chunk(chunk)
+                with self._cond:
+                    if self._chunk is chunk:
+                        self._chunk = None
+                        if done and self._mode == Mode.EXECUTING:
+                            self._mode = Mode.ARMED
+                    self._last_chunk = chunk
+                    self._cond.notify_all()
+                out.send_multipart(
+                    [
+                        chunk.identity,
+                        encode(
+                            ack(
+                                chunk.msg_id,
+                                "done" if done else "aborted",
+                                "" if done else chunk.abort_reason or "aborted",
+                                chunk_id=chunk.chunk_id,
+                                executed_steps=chunk.step,
+                                clipped_steps=chunk.clipped,
+                                interpolated_steps=chunk.interpolated,
+                            )
+                        ),
+                    ]
+                )
+        finally:
+            out.close()
+
+    def _wait_tick(self, chunk: _Chunk) -> bool:
+        """Sleep until the chunk's next control tick; False if it was aborted meanwhile.
+        While PAUSED the schedule restarts from the resume time."""
+        with self._cond:
+            while True:
+                if chunk.abort_reason is not None or self._stop.is_set():
+                    return False
+                if self._mode == Mode.PAUSED:
+                    self._cond.wait(0.1)
+                    chunk.t_next = time.monotonic()
+                    continue
+                remaining = chunk.t_next - time.monotonic()
+                if remaining <= 0:
+                    return True
+                self._cond.wait(remaining)
+
+    def _run_chunk(self, chunk: _Chunk) -> bool:
+        """Execute a chunk's actions, each reached through capped sub-steps; True when done."""
+        for action in chunk.actions:
+            goal, clipped = self.limits.clip(action)
+            chunk.clipped += clipped
+            subs = self.limits.interpolate(self._target, goal)  # (n, 7)
+            chunk.interpolated += len(subs) - 1
+            for sub in subs:
+                if not self._wait_tick(chunk):
+                    return False
+                with self._robot_lock, self._motion_lock:
+                    with self._lock:
+                        if chunk.abort_reason is not None or self._mode != Mode.EXECUTING:
+                            return False
+                    try:
+                        sent = np.asarray(self.robot.send_action(sub.astype(np.float32)), dtype=np.float64)
+                        self._target = sent
+                        self.stats.actions_sent += 1
+                        get_state = getattr(self.robot, "get_state", None)
+                        self._ee_pose = np.asarray(get_state() if callable(get_state) else sent, dtype=np.float32)
+                        self._refresh_progress()
+                    except Exception as e:
+                        log.exception("send_action failed")
+                        with self._cond:
+                            self._mode = Mode.FAULT
+                            self._faults.append(f"robot error: {type(e).__name__}: {e}")
+                            self._abort_chunk("robot error")
+                            self._controller = None
+                        return False
+                chunk.t_next += chunk.dt
+            chunk.step += 1
+        return self._wait_tick(chunk)  # the last target gets its full control period
+
+
+class _AllowList:
+    """ZAP credentials provider: only listed CURVE client keys may connect."""
+
+    def __init__(self, allowed: frozenset[bytes]):
+        self.allowed = allowed
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.allowed
+
+
+def _bind(sock: zmq.Socket, host: str, port: int) -> str:
+    if port == 0:
+        sock.bind(f"tcp://{host}:*")
+    else:
+        sock.bind(f"tcp://{host}:{port}")
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def _msg_id_of(msg: Any) -> str | None:
+    m = msg.get("msg_id") if isinstance(msg, dict) else None
+    return m if isinstance(m, str) and 0 < len(m) <= 128 else None
+
+
+def _arm_refusal(mode: Mode) -> str:
+    if mode in (Mode.FAULT, Mode.ESTOP):
+        return f"robot is in {mode}: send reset_fault first"
+    return f"arm needs IDLE, robot is already {mode}"
+
+
+def _disarm_refusal(mode: Mode) -> str:
+    if mode in (Mode.EXECUTING, Mode.PAUSED):
+        return f"a chunk is running ({mode}): stop it first"
+    return f"disarm needs ARMED, robot is {mode}"
