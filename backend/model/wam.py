@@ -1,0 +1,505 @@
+"""The world action model: autoencoder + instruction encoder + denoiser (+ VLM), both modes.
+
+Event mode:   observation + next-event text  -> variable-length chunk (<= H_max) + imagined video
+Unified mode: observation + task text -> VLM staircase states (+ proposed next event as text)
+              -> fixed chunk of H = 16 steps + imagined video
+
+Both modes run the same denoiser; unified mode adds the VLM's staircase states to its
+cross-attention context. A chunk's length comes from the validity channel (the 8th action
+channel, +1 inside the event and -1 after it in training): the robot executes steps until
+the channel first drops below 0.
+
+Two inference paths:
+- `imagine_stream` / `imagine`: joint denoising of video latents and actions, then VAE
+  decoding: what the studio shows.
+- `predict_actions`: the action-only fast path. Video never attends to actions, so with the
+  future video left at t = 1 (pure noise, only the observation informative) the video tower
+  runs once, its per-layer keys/values are reused by every action step, and no video is
+  decoded. Training puts a share of samples at t_video = 1 so this path is in distribution.
+
+Training objective (`forward`): rectified flow (backend.model.flow) on video latents (latent
+frames after the observation, masked where the clip is padding) and actions (7 channels
+masked by validity, validity channel everywhere), plus in unified mode the VLM's next-event
+text cross-entropy. The instruction is dropped for a share of samples so classifier-free
+guidance has an unconditional branch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from backend.model.checkpoint import EMA_FILE, MODEL_FILE, load_weights, read_config
+from backend.model.denoiser import WorldActionDenoiser, i2v_condition
+from backend.model.flow import (
+    add_noise,
+    euler_step,
+    flow_loss,
+    guided,
+    predict_x0,
+    sample_timesteps,
+    sampling_schedule,
+    velocity_target,
+)
+from backend.model.normalizer import Normalizer
+from backend.model.presets import ModelConfig
+from backend.model.text_encoder import InstructionEncoder
+from backend.model.vae import VideoVAE, frames_to_video, latent_frames, video_to_frames
+from backend.model.vlm import StaircaseVLM
+from robot.types import ACTION_DIM, CameraCalib
+
+MODES = ("event", "unified")
+OBJECTIVES = ("vae", *MODES)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """Knobs of the training loss."""
+
+    uncond_prob: float = 0.1  # instruction dropped -> unconditional branch for guidance
+    video_noise_prob: float = 0.1  # t_video = 1: keeps the action-only path in distribution
+    video_weight: float = 1.0
+    action_weight: float = 1.0
+    caption_weight: float = 0.1  # VLM next-event text (unified mode)
+
+    def __post_init__(self) -> None:
+        for name in ("uncond_prob", "video_noise_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"Objective.{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class Observation:
+    """What the robot sees now: images per camera (uint8 H x W x 3), state (7,), calibrations."""
+
+    images: Mapping[str, np.ndarray]
+    state: np.ndarray
+    cameras: Mapping[str, CameraCalib] | None = None
+
+
+@dataclass
+class Imagination:
+    """One imagined event."""
+
+    mode: str
+    instruction: str
+    actions: np.ndarray  # (length, 7) the chunk to execute, ee_pose_abs
+    chunk: np.ndarray  # (H, 7) every denoised step, including those after the event ends
+    validity: np.ndarray  # (H,) validity channel; executed up to its first value below 0
+    length: int
+    video: dict[str, np.ndarray] | None  # cam -> (length + 1, H, W, 3) uint8; None on the action-only path
+    proposed_event: str | None = None  # unified mode: the VLM's next-event text
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+def chunk_length(validity: np.ndarray) -> int:
+    """Steps before the validity channel first drops below 0 (at least one)."""
+    below = np.flatnonzero(np.asarray(validity) < 0)
+    return max(1, int(below[0])) if len(below) else len(validity)
+
+
+def check_instruction(instruction: str, mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(instruction, str) or not instruction.strip():
+        what = "the next event" if mode == "event" else "the task"
+        raise ValueError(f"instruction is empty: describe {what} in words ({mode} mode)")
+    return instruction.strip()
+
+
+def _calib_key(cams: Sequence[CameraCalib]) -> bytes:
+    return b"".join(
+        np.ascontiguousarray(c.K, np.float64).tobytes() + np.ascontiguousarray(c.T_world_cam, np.float64).tobytes()
+        + f"{c.width}x{c.height}".encode()
+        for c in cams
+    )
+
+
+class WorldActionModel(nn.Module):
+    """VAE + denoiser + staircase VLM, with the normaliser and camera set it was trained with."""
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        normalizer: Normalizer | None = None,
+        cameras: Mapping[str, CameraCalib] | None = None,
+        recipe: str = "event",
+    ) -> None:
+        super().__init__()
+        self.vlm = StaircaseVLM(config.vlm, config.vae.z_dim, config.denoiser.num_views)
+        if self.vlm.hidden_size != config.denoiser.extra_context_dim:
+            config = config.with_vlm_width(self.vlm.hidden_size)  # a VLM loaded by path sets the width
+        self.config = config
+        self.vae = VideoVAE(config.vae)
+        self.denoiser = WorldActionDenoiser(config.denoiser)
+        self.normalizer = normalizer or Normalizer.identity()
+        self.cameras: dict[str, CameraCalib] = dict(cameras or {})  # training camera set, view order
+        self.recipe = recipe
+        self._text: InstructionEncoder | None = None
+        self._masks: OrderedDict = OrderedDict()
+
+    # ---- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, use_ema: bool = True) -> WorldActionModel:
+        """Rebuild from a checkpoint directory (EMA weights when present)."""
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"checkpoint directory {path} does not exist")
+        cfg = read_config(path)
+        try:
+            config = ModelConfig.from_dict(cfg["model"])
+            normalizer = Normalizer.from_stats(cfg["normalizer"])
+            cameras = {n: CameraCalib.from_dict(n, d) for n, d in cfg.get("cameras", {}).items()}
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"checkpoint file {path / 'config.json'} is incomplete: {e!r}") from e
+        model = cls(config, normalizer, cameras, recipe=cfg.get("recipe", "event"))
+        weights = path / EMA_FILE if use_ema and (path / EMA_FILE).exists() else path / MODEL_FILE
+        load_weights(model, weights)
+        return model.eval()
+
+    def checkpoint_config(self) -> dict:
+        """What config.json records besides training details."""
+        return {
+            "preset": self.config.name,
+            "model": self.config.to_dict(),
+            "recipe": self.recipe,
+            "normalizer": self.normalizer.to_dict(),
+            "cameras": {n: c.to_dict() for n, c in self.cameras.items()},
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.patch_embedding.weight.device
+
+    @property
+    def text(self) -> InstructionEncoder:
+        if self._text is None:
+            self._text = InstructionEncoder(self.config.text)
+        return self._text
+
+    def default_horizon(self, mode: str) -> int:
+        if mode == "unified":
+            return self.config.h_unified
+        return self.config.h_unified if self.recipe == "fixed" else self.config.h_max
+
+    # ---- encoders ---------------------------------------------------------------------------
+
+    def encode_text(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.text.encode(texts, self.device)  # (B, L, text_dim), (B, L) bool
+
+    def _resize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (..., T, H, W, 3) -> the model's image size (area filter when shrinking)."""
+        size = self.config.image_size
+        if frames.shape[-3:-1] == (size, size):
+            return frames
+        lead = frames.shape[:-3]
+        x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
+        mode = "area" if x.shape[-1] >= size and x.shape[-2] >= size else "bilinear"
+        x = F.interpolate(x, size=(size, size), mode=mode)
+        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(*lead, size, size, 3)
+
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, V, T, H, W, 3) -> standardised latents (B, V, C, 1 + (T-1)//4, h, w)."""
+        b, v = frames.shape[:2]
+        x = frames_to_video(self._resize(frames).to(self.device))  # (B, V, 3, T, H, W)
+        z = self.vae.encode(x.flatten(0, 1))  # (B*V, C, F, h, w)
+        return z.unflatten(0, (b, v))
+
+    def view_mask(self, cameras: Sequence[Mapping[str, CameraCalib]] | None, frames: int, views: int):
+        """Sight-cone mask for a batch whose samples have these calibrations (None: full attention)."""
+        from backend.model.sight_cone import build_attention_mask, sight_cone_mask
+
+        cfg = self.config
+        if not cfg.sight_cone or not cameras or any(len(c) != views for c in cameras):
+            return None
+        per_sample = [tuple(c.values()) for c in cameras]
+        keys = [_calib_key(c) for c in per_sample]
+        key = (tuple(keys) if len(set(keys)) > 1 else keys[0], frames, str(self.device))
+        if key in self._masks:
+            self._masks.move_to_end(key)
+            return self._masks[key]
+        gh = cfg.latent_size // cfg.denoiser.patch_size[1]
+        gw = cfg.latent_size // cfg.denoiser.patch_size[2]
+
+        def patch_mask(cams: tuple[CameraCalib, ...]) -> np.ndarray:
+            return sight_cone_mask(cams, (gh, gw), cfg.cone_d_min, cfg.cone_d_max, cfg.workspace_min, cfg.workspace_max)
+
+        if len(set(keys)) == 1:
+            pm = patch_mask(per_sample[0])  # (P, P), shared by the batch
+        else:
+            pm = np.stack([patch_mask(c) for c in per_sample])  # (B, P, P), calibrations differ
+        mask = build_attention_mask(pm, frames, grid=(gh, gw), device=self.device)
+        self._masks[key] = mask
+        if len(self._masks) > 32:
+            self._masks.popitem(last=False)
+        return mask
+
+    # ---- training ---------------------------------------------------------------------------
+
+    def forward(
+        self,
+        batch: Mapping,
+        objective: str,
+        latents: torch.Tensor | None = None,
+        loss_config: Objective | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Training losses of a collated batch (backend.data.samples.collate); key "loss" is the total.
+
+        `latents` (B, V, C, F, h, w): precomputed (frozen-VAE) latents of `batch["video"]`.
+        """
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if objective == "vae":
+            video = frames_to_video(self._resize(batch["video"]).to(self.device))  # (B, V, 3, T, H, W)
+            return self.vae.loss(video.flatten(0, 1))
+        oc = loss_config or Objective()
+        dev = self.device
+        actions = batch["actions"].to(dev)  # (B, H, 7)
+        valid = batch["valid"].to(dev)  # (B, H)
+        video_valid = batch["video_valid"].to(dev)  # (B, H + 1)
+        horizon = actions.shape[1]
+        if objective == "unified":
+            horizon = min(horizon, self.config.h_unified)  # fixed chunks: crop longer samples
+        if horizon % 4:
+            raise ValueError(f"chunks must span whole latent frames (a multiple of 4 steps), got H={horizon}")
+        actions, valid, video_valid = actions[:, :horizon], valid[:, :horizon], video_valid[:, : horizon + 1]
+        n_lat = latent_frames(horizon + 1)
+        if latents is None:
+            latents = self.encode_video(batch["video"][:, :, : horizon + 1])
+        latents = latents[:, :, :, :n_lat].to(dev)  # (B, V, C, F, h, w)
+        B, V = latents.shape[:2]
+
+        obs = latents[:, :, :, :1]  # (B, V, C, 1, h, w) the current observation
+        cond = i2v_condition(obs, n_lat)
+        validity = torch.where(valid, 1.0, -1.0)[..., None]  # (B, H, 1)
+        a0 = torch.cat([self.normalizer.normalize_action(actions.float()), validity], dim=-1)  # (B, H, 8)
+        state = self.normalizer.normalize_state(batch["state"].to(dev).float())
+
+        texts = batch["caption"] if objective == "event" else batch["task"]
+        ctx, ctx_mask = self.encode_text(texts)
+        keep = torch.rand(B) >= oc.uncond_prob  # instruction dropout for guidance
+        ctx_mask = ctx_mask & keep.to(dev)[:, None]
+
+        losses: dict[str, torch.Tensor] = {}
+        extra = None
+        if objective == "unified":
+            tracks = batch.get("caption_track", ["task"] * B)
+            captions = list(batch["caption"]) if all(t != "task" for t in tracks) else None
+            out = self.vlm(obs[:, :, :, 0], list(batch["task"]), captions=captions)
+            extra = out.states  # (B, K, hidden)
+            if out.caption_loss is not None:
+                losses["caption"] = out.caption_loss
+
+        t_v = sample_timesteps(B, dev)
+        t_a = sample_timesteps(B, dev)
+        t_v = torch.where(torch.rand(B, device=dev) < oc.video_noise_prob, torch.ones_like(t_v), t_v)
+        nv, na = torch.randn_like(latents), torch.randn_like(a0)
+        xv, xa = add_noise(latents, nv, t_v), add_noise(a0, na, t_a)
+        vmask = self.view_mask(batch.get("cameras"), n_lat, V)
+        pv, pa = self.denoiser(xv, xa, t_v, t_a, ctx, ctx_mask, state, cond, vmask, extra)
+
+        # Latent frame f >= 1 stands for frames 4f-3 .. 4f; it counts when its first frame is real.
+        lat_valid = video_valid[:, [0, *range(1, horizon + 1, 4)]].clone()  # (B, F)
+        lat_valid[:, 0] = False  # the observation is given, not predicted
+        losses["video"] = flow_loss(pv, velocity_target(latents, nv), lat_valid[:, None, None, :, None, None])
+        tgt = velocity_target(a0, na)
+        losses["action"] = flow_loss(pa[..., :ACTION_DIM], tgt[..., :ACTION_DIM], valid[..., None])
+        losses["validity"] = flow_loss(pa[..., ACTION_DIM:], tgt[..., ACTION_DIM:])
+        total = oc.video_weight * losses["video"] + oc.action_weight * (losses["action"] + losses["validity"])
+        if "caption" in losses:
+            total = total + oc.caption_weight * losses["caption"]
+        losses["loss"] = total
+        return losses
+
+    # ---- inference --------------------------------------------------------------------------
+
+    def _observation(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor, dict[str, CameraCalib]]:
+        """images (1, V, 1, H, W, 3) uint8, state (1, 7), calibrations in view order."""
+        names = list(self.cameras) or list(obs.images)
+        missing = [n for n in names if n not in obs.images]
+        if missing:
+            raise ValueError(f"observation lacks cameras {missing}; the model was trained on {names}")
+        if len(names) > self.config.denoiser.num_views:
+            raise ValueError(f"{len(names)} cameras, the model takes at most {self.config.denoiser.num_views}")
+        imgs = []
+        for n in names:
+            im = np.asarray(obs.images[n])
+            if im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                raise ValueError(f"image {n!r} must be uint8 (H, W, 3), got {im.dtype} {im.shape}")
+            imgs.append(torch.from_numpy(np.ascontiguousarray(im)))
+        if len({tuple(i.shape) for i in imgs}) > 1:
+            raise ValueError(f"camera images differ in size: {[tuple(i.shape) for i in imgs]}")
+        state = np.asarray(obs.state, dtype=np.float32).reshape(-1)
+        if state.shape != (ACTION_DIM,) or not np.all(np.isfinite(state)):
+            raise ValueError(f"state must be {ACTION_DIM} finite floats, got {state.tolist()}")
+        given = obs.cameras or {}
+        cams = {n: given.get(n) or self.cameras.get(n) for n in names}
+        cams = {n: c for n, c in cams.items() if c is not None}
+        images = torch.stack(imgs)[None, :, None]  # (1, V, 1, H, W, 3)
+        s = self.normalizer.normalize_state(torch.from_numpy(state)[None].to(self.device))
+        return images, s, cams
+
+    def _prepare(self, obs: Observation, instruction: str, mode: str, guidance: float, horizon: int):
+        """Everything both inference paths share, in the CFG batch layout [cond; uncond]."""
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        images, state, cams = self._observation(obs)
+        obs_lat = self.encode_video(images)  # (1, V, C, 1, h, w)
+        n_lat = latent_frames(horizon + 1)
+        cond = i2v_condition(obs_lat, n_lat)
+        ctx, ctx_mask = self.encode_text([instruction])
+        timings["encode_s"] = time.perf_counter() - t0
+        extra, proposal = None, None
+        if mode == "unified":
+            t1 = time.perf_counter()
+            out = self.vlm(obs_lat[:, :, :, 0], [instruction], propose=True)
+            extra, proposal = out.states, out.proposals[0]
+            timings["vlm_s"] = time.perf_counter() - t1
+        use_cfg = guidance != 1.0
+        if use_cfg:  # batch row 1: the same inputs without the instruction
+            cond, state = cond.repeat(2, 1, 1, 1, 1, 1), state.repeat(2, 1)
+            ctx, ctx_mask = ctx.repeat(2, 1, 1), torch.cat([ctx_mask, torch.zeros_like(ctx_mask)])
+            extra = extra.repeat(2, 1, 1) if extra is not None else None
+        vmask = self.view_mask([cams], n_lat, obs_lat.shape[1]) if len(cams) == obs_lat.shape[1] else None
+        return dict(obs_lat=obs_lat, cond=cond, state=state, ctx=ctx, ctx_mask=ctx_mask, extra=extra,
+                    vmask=vmask, proposal=proposal, timings=timings, use_cfg=use_cfg, cams=cams)
+
+    def _resolve(self, instruction: str, mode: str, steps: int | None, guidance: float | None,
+                 horizon: int | None) -> tuple[str, int, float, int]:
+        instruction = check_instruction(instruction, mode)
+        steps = int(steps or self.config.sampling_steps)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        guidance = float(self.config.guidance_scale if guidance is None else guidance)
+        horizon = int(horizon or self.default_horizon(mode))
+        if horizon % 4 or not 4 <= horizon <= self.config.h_max:
+            raise ValueError(f"horizon must be a multiple of 4 in [4, {self.config.h_max}], got {horizon}")
+        return instruction, steps, guidance, horizon
+
+    def _finish(self, xa: torch.Tensor, mode: str, instruction: str, p: dict) -> Imagination:
+        a = xa[0].float()  # (H, 8)
+        chunk = self.normalizer.unnormalize_action(a[:, :ACTION_DIM]).cpu().numpy().astype(np.float32)
+        validity = a[:, ACTION_DIM].cpu().numpy().astype(np.float32)
+        length = len(validity) if mode == "unified" else chunk_length(validity)
+        return Imagination(mode, instruction, chunk[:length], chunk, validity, length, None,
+                           p["proposal"], p["timings"])
+
+    def _split(self, v: torch.Tensor, guidance: float, use_cfg: bool) -> torch.Tensor:
+        return guided(v[:1], v[1:], guidance) if use_cfg else v
+
+    @torch.no_grad()
+    def imagine_stream(
+        self,
+        obs: Observation,
+        instruction: str,
+        mode: str = "event",
+        steps: int | None = None,
+        seed: int = 0,
+        guidance: float | None = None,
+        horizon: int | None = None,
+        preview_every: int = 0,
+    ) -> Iterator[dict]:
+        """Joint video + action denoising, streamed.
+
+        Yields {"type": "preview", "step", "steps", "actions" (H, 7), "validity" (H,)} after every
+        step (clean estimates), plus "video" (cam -> frames) every `preview_every` steps when > 0,
+        then {"type": "final", "result": Imagination}.
+        """
+        instruction, steps, guidance, horizon = self._resolve(instruction, mode, steps, guidance, horizon)
+        t_start = time.perf_counter()
+        p = self._prepare(obs, instruction, mode, guidance, horizon)
+        obs_lat, use_cfg = p["obs_lat"], p["use_cfg"]
+        gen = torch.Generator().manual_seed(int(seed))
+        _, V, C, _, h, w = obs_lat.shape
+        n_lat = latent_frames(horizon + 1)
+        xv = torch.randn((1, V, C, n_lat, h, w), generator=gen).to(self.device)
+        xa = torch.randn((1, horizon, ACTION_DIM + 1), generator=gen).to(self.device)
+        rep = 2 if use_cfg else 1
+        ts = sampling_schedule(steps, self.config.sampling_shift).tolist()
+        t1 = time.perf_counter()
+        for i in range(steps):
+            t = torch.full((rep,), ts[i], device=self.device)
+            vv, va = self.denoiser(xv.repeat(rep, 1, 1, 1, 1, 1), xa.repeat(rep, 1, 1), t, t, p["ctx"],
+                                   p["ctx_mask"], p["state"], p["cond"], p["vmask"], p["extra"])
+            vv, va = self._split(vv, guidance, use_cfg), self._split(va, guidance, use_cfg)
+            preview = self._finish(predict_x0(xa, va, t[:1]), mode, instruction, p)
+            msg = {"type": "preview", "step": i + 1, "steps": steps, "actions": preview.chunk,
+                   "validity": preview.validity}
+            if preview_every > 0 and (i + 1) % preview_every == 0 and i + 1 < steps:
+                msg["video"] = self._decode(predict_x0(xv, vv, t[:1]), obs_lat, p["cams"], preview.length)
+            yield msg
+            xv, xa = euler_step(xv, vv, ts[i], ts[i + 1]), euler_step(xa, va, ts[i], ts[i + 1])
+        p["timings"]["denoise_s"] = time.perf_counter() - t1
+        result = self._finish(xa, mode, instruction, p)
+        t2 = time.perf_counter()
+        result.video = self._decode(xv, obs_lat, p["cams"], result.length)
+        result.timings["decode_s"] = time.perf_counter() - t2
+        result.timings["total_s"] = time.perf_counter() - t_start
+        yield {"type": "final", "result": result}
+
+    def _decode(self, xv: torch.Tensor, obs_lat: torch.Tensor, cams: Mapping, length: int) -> dict[str, np.ndarray]:
+        """Latents (1, V, C, F, h, w) -> cam -> (length + 1, H, W, 3) uint8; frame 0 is the observation."""
+        z = torch.cat([obs_lat, xv[:, :, :, 1:]], dim=3)  # keep the clean observation latent
+        video = self.vae.decode(z.flatten(0, 1))  # (V, 3, T, H, W)
+        frames = video_to_frames(video).cpu().numpy()  # (V, T, H, W, 3)
+        names = list(cams) if len(cams) == frames.shape[0] else [f"view{i}" for i in range(frames.shape[0])]
+        return {n: frames[i, : length + 1] for i, n in enumerate(names)}
+
+    def imagine(self, obs: Observation, instruction: str, **kwargs) -> Imagination:
+        """The final result of `imagine_stream`."""
+        for msg in self.imagine_stream(obs, instruction, **kwargs):
+            if msg["type"] == "final":
+                return msg["result"]
+        raise RuntimeError("imagination ended without a result")
+
+    @torch.no_grad()
+    def predict_actions(
+        self,
+        obs: Observation,
+        instruction: str,
+        mode: str = "event",
+        steps: int | None = None,
+        seed: int = 0,
+        guidance: float | None = None,
+        horizon: int | None = None,
+    ) -> Imagination:
+        """Action-only fast path: one video-tower pass at t_video = 1, actions denoised on its keys."""
+        instruction, steps, guidance, horizon = self._resolve(instruction, mode, steps, guidance, horizon)
+        t_start = time.perf_counter()
+        p = self._prepare(obs, instruction, mode, guidance, horizon)
+        obs_lat, use_cfg = p["obs_lat"], p["use_cfg"]
+        gen = torch.Generator().manual_seed(int(seed))
+        _, V, C, _, h, w = obs_lat.shape
+        n_lat = latent_frames(horizon + 1)
+        rep = 2 if use_cfg else 1
+        xv = torch.randn((1, V, C, n_lat, h, w), generator=gen).to(self.device).repeat(rep, 1, 1, 1, 1, 1)
+        xa = torch.randn((1, horizon, ACTION_DIM + 1), generator=gen).to(self.device)
+        t1 = time.perf_counter()
+        kv = self.denoiser.encode_video(xv, torch.ones(rep, device=self.device), p["ctx"], p["ctx_mask"],
+                                        p["cond"], p["vmask"], p["extra"], compute_video=False)
+        ts = sampling_schedule(steps, self.config.sampling_shift).tolist()
+        for i in range(steps):
+            t = torch.full((rep,), ts[i], device=self.device)
+            va = self.denoiser.denoise_actions(xa.repeat(rep, 1, 1), t, p["state"], kv)
+            xa = euler_step(xa, self._split(va, guidance, use_cfg), ts[i], ts[i + 1])
+        p["timings"]["denoise_s"] = time.perf_counter() - t1
+        result = self._finish(xa, mode, instruction, p)
+        result.timings["total_s"] = time.perf_counter() - t_start
+        return result
+
+    @torch.no_grad()
+    def propose_event(self, obs: Observation, task: str) -> str:
+        """Unified mode's VLM proposal for the next event, as text."""
+        task = check_instruction(task, "unified")
+        images, _, _ = self._observation(obs)
+        obs_lat = self.encode_video(images)
+        return self.vlm(obs_lat[:, :, :, 0], [task], propose=True).proposals[0]
