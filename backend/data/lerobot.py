@@ -95,9 +95,21 @@ def _array_stats(x: np.ndarray, axis: tuple[int, ...], keepdims: bool = False) -
 
 
 def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-channel stats of (T, H, W, 3) uint8 frames in [0, 1], shaped (3, 1, 1) as LeRobot does."""
-    s = _array_stats(frames.astype(np.float32) / 255.0, axis=(0, 1, 2))
-    return {k: (v if k == "count" else v.reshape(3, 1, 1)) for k, v in s.items()}
+    """Per-channel stats of (T, H, W, 3) uint8 frames in [0, 1], shaped (3, 1, 1) as LeRobot does.
+
+    Computed exactly from 256-bin histograms: much faster than float reductions over pixels.
+    """
+    pixels = frames.reshape(-1, 3)
+    levels = np.arange(256) / 255.0
+    hist = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(3)]).astype(np.float64)  # (3, 256)
+    n = hist.sum(1)
+    mean = hist @ levels / n
+    var = (hist * (levels[None] - mean[:, None]) ** 2).sum(1) / n
+    nonzero = hist > 0
+    lo = levels[nonzero.argmax(1)]
+    hi = levels[255 - nonzero[:, ::-1].argmax(1)]
+    shape = (3, 1, 1)
+    return {"min": lo.reshape(shape), "max": hi.reshape(shape), "mean": mean.reshape(shape), "std": np.sqrt(var).reshape(shape), "count": np.array([len(frames)])}
 
 
 def aggregate_stats(stats: Sequence[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
@@ -256,7 +268,7 @@ class DatasetWriter:
             t0, t1 = self._videos[cam].add_episode(frames)
             key = video_key(cam)
             ep |= {f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0, f"videos/{key}/from_timestamp": t0, f"videos/{key}/to_timestamp": t1}
-            ep_stats[key] = image_stats(frames[:: max(1, T // 32)])  # a subsample is enough for normalisation
+            ep_stats[key] = image_stats(frames)
             calib = episode.cameras.get(cam)
             ep[f"calibration/{key}"] = json.dumps(calib.to_dict()) if calib is not None else None
         for feature, stats in ep_stats.items():
