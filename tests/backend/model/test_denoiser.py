@@ -1,0 +1,168 @@
+"""Denoiser: config validation, presets, shapes, conditioning, bad input, wan14b on meta."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from backend.model.denoiser import (
+    DENOISER_PRESETS,
+    DenoiserConfig,
+    WorldActionDenoiser,
+    count_parameters,
+    i2v_condition,
+    video_tower_parameters,
+)
+
+CFG = dataclasses.replace(DENOISER_PRESETS["tiny"], num_layers=2, extra_context_dim=24)
+
+
+def randomise(net):
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.5 / max(p.shape[-1], 1) ** 0.5)
+    return net
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return randomise(WorldActionDenoiser(CFG)).eval()
+
+
+def batch(B=2, V=3, Fr=3, h=4, w=6, H=12, L=5):
+    g = torch.Generator().manual_seed(0)
+    return dict(
+        video=torch.randn(B, V, CFG.out_channels, Fr, h, w, generator=g),
+        actions=torch.randn(B, H, CFG.action_dim, generator=g),
+        t_video=torch.rand(B, generator=g), t_action=torch.rand(B, generator=g),
+        context=torch.randn(B, L, CFG.text_dim, generator=g),
+        context_mask=torch.ones(B, L, dtype=torch.bool),
+        state=torch.randn(B, CFG.state_dim, generator=g),
+        cond=i2v_condition(torch.randn(B, V, CFG.out_channels, 1, h, w, generator=g), Fr),
+    )
+
+
+def test_tiny_preset_size_and_fresh_output():
+    net = WorldActionDenoiser(DENOISER_PRESETS["tiny"])
+    n = count_parameters(net)
+    assert 1e6 < n < 10e6
+    x = batch()
+    v, a = net(**x)
+    assert v.shape == x["video"].shape and a.shape == x["actions"].shape
+    # zero-initialised heads: a fresh model predicts zero velocity (Wan / DiT init)
+    assert v.abs().max() == 0 and a.abs().max() == 0
+
+
+def test_shapes_and_variable_horizon(net):
+    for H in (1, 7, CFG.h_max):
+        x = batch(H=H)
+        with torch.no_grad():
+            v, a = net(**x)
+        assert v.shape == x["video"].shape and a.shape == (2, H, CFG.action_dim)
+        assert torch.isfinite(v).all() and torch.isfinite(a).all()
+
+
+def test_fewer_views_than_config(net):
+    x = batch(V=1)
+    with torch.no_grad():
+        v, a = net(**x)
+    assert v.shape[1] == 1 and a.shape == x["actions"].shape
+
+
+def test_context_mask_hides_padding(net):
+    x = batch()
+    mask = x["context_mask"].clone()
+    mask[:, 3:] = False
+    ctx2 = x["context"].clone()
+    ctx2[:, 3:] = torch.randn_like(ctx2[:, 3:]) * 10
+    with torch.no_grad():
+        v1, a1 = net(**dict(x, context_mask=mask))
+        v2, a2 = net(**dict(x, context_mask=mask, context=ctx2))
+        v3, _ = net(**dict(x, context=ctx2))
+    assert torch.allclose(v1, v2, atol=1e-6) and torch.allclose(a1, a2, atol=1e-6)
+    assert not torch.allclose(v1, v3, atol=1e-4)
+
+
+def test_empty_context_is_unconditional(net):
+    """A row with no valid token (classifier-free guidance's null branch) is finite and text-free."""
+    x = batch()
+    none = torch.zeros_like(x["context_mask"])
+    with torch.no_grad():
+        v1, a1 = net(**dict(x, context_mask=none))
+        v2, a2 = net(**dict(x, context_mask=none, context=torch.randn_like(x["context"])))
+    assert torch.isfinite(v1).all() and torch.isfinite(a1).all()
+    assert torch.equal(v1, v2) and torch.equal(a1, a2)
+
+
+def test_extra_context_conditions_both_towers(net):
+    x = batch()
+    extra = torch.randn(2, 3, CFG.extra_context_dim)
+    with torch.no_grad():
+        v1, a1 = net(**x)
+        v2, a2 = net(**x, extra_context=extra)
+    assert not torch.allclose(v1, v2, atol=1e-4) and not torch.allclose(a1, a2, atol=1e-4)
+    with pytest.raises(ValueError, match="extra_context_dim=0"):
+        WorldActionDenoiser(DENOISER_PRESETS["tiny"])(**x, extra_context=extra)
+
+
+def test_all_parameters_train():
+    torch.manual_seed(0)
+    net = randomise(WorldActionDenoiser(CFG))
+    x = batch()
+    v, a = net(**x, extra_context=torch.randn(2, 3, CFG.extra_context_dim))
+    (v.square().mean() + a.square().mean()).backward()
+    dead = [n for n, p in net.named_parameters() if p.grad is None or p.grad.abs().max() == 0]
+    assert not dead, dead
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (dict(video=torch.zeros(2, 3, 5, 3, 4, 6)), "video must be"),
+        (dict(actions=torch.zeros(2, 40, 8)), "actions must be"),
+        (dict(actions=torch.zeros(2, 8, 7)), "actions must be"),
+        (dict(state=torch.zeros(2, 6)), "state must be"),
+        (dict(t_video=torch.zeros(3)), "t_video must be"),
+        (dict(cond=None), "cond"),
+        (dict(context=torch.zeros(2, 5, 17)), "context must be"),
+        (dict(context_mask=torch.ones(2, 4, dtype=torch.bool)), "context_mask must be"),
+        (dict(video=torch.zeros(2, 4, 16, 3, 4, 6)), "num_views=3"),
+        (dict(video=torch.zeros(2, 3, 16, 3, 5, 6)), "not divisible"),
+    ],
+)
+def test_bad_input_is_named(net, change, message):
+    with pytest.raises(ValueError, match=message):
+        net(**dict(batch(), **change))
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="num_layers"):
+        DenoiserConfig(num_layers=0)
+    with pytest.raises(ValueError, match="in_channels"):
+        DenoiserConfig(in_channels=8, out_channels=16)
+    with pytest.raises(ValueError, match="even"):
+        DenoiserConfig(attention_head_dim=31)
+
+
+def test_i2v_condition_layout():
+    obs = torch.randn(1, 2, 16, 1, 4, 4)
+    c = i2v_condition(obs, 3)
+    assert c.shape == (1, 2, 20, 3, 4, 4)
+    assert (c[:, :, :4, 0] == 1).all() and (c[:, :, :4, 1:] == 0).all()
+    assert torch.equal(c[:, :, 4:, 0], obs[:, :, :, 0]) and (c[:, :, 4:, 1:] == 0).all()
+
+
+def test_wan14b_on_meta_device():
+    cfg = DENOISER_PRESETS["wan14b"]
+    assert (cfg.dim, cfg.num_layers, cfg.num_attention_heads, cfg.ffn_dim, cfg.text_dim) == (
+        5120, 40, 40, 13824, 4096)
+    with torch.device("meta"):
+        net = WorldActionDenoiser(cfg)
+    video, total = video_tower_parameters(net), count_parameters(net)
+    print(f"wan14b: video tower {video / 1e9:.2f}B, with action tower {total / 1e9:.2f}B parameters")
+    assert 13.5e9 < video < 14.5e9  # Wan2.1-14B (I2V input layout, without its CLIP branch)
+    assert total < 1.1 * video  # the action tower is narrow
+    with torch.device("meta"):
+        small = WorldActionDenoiser(DENOISER_PRESETS["wan1_3b"])
+    assert 1.2e9 < video_tower_parameters(small) < 1.6e9
