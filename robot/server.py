@@ -142,7 +142,7 @@ class SafetyLimits:
         cur, tgt = np.asarray(current, dtype=np.float64), np.asarray(target, dtype=np.float64)
         dist = float(np.linalg.norm(tgt[:3] - cur[:3]))
         angle = rotation_angle(cur[3:6], tgt[3:6])
-        n = max(1, math.ceil(dist / self.max_step_m - 1e-9), math.ceil(angle / self.max_rot_step_rad - 1e-9))
+        n = max(1, math.ceil(dist / self.max_step_m - 1e-6), math.ceil(angle / self.max_rot_step_rad - 1e-6))
         if n == 1:
             return tgt[None]
         s = np.arange(1, n + 1) / n  # (n,) fractions of the way
