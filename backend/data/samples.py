@@ -181,9 +181,11 @@ class EventSamples(_Samples):
                     self.refs.append(SampleRef(i, k, s, min(s + h_max, e.end)))
                     self._events.append(e)
 
-    def captions(self, track: str | None = None) -> list[str]:
-        """The caption of every sample on one track (default: the most likely track)."""
-        track = track or self.tracks[int(np.argmax(self.track_probs))]
+    def captions(self, track: str | Mapping[str, float] | None = None) -> list[str]:
+        """The caption of every sample on one track (default, or given a track mix: its most likely track)."""
+        if track is None or isinstance(track, Mapping):
+            tracks, probs = (self.tracks, self.track_probs) if track is None else _track_distribution(track)
+            track = tracks[int(np.argmax(probs))]
         return [e.caption(track) for e in self._events]
 
     def __getitem__(self, i: int) -> dict:

@@ -83,3 +83,11 @@ def test_samples_from_a_written_dataset_and_collate(tmp_path, make_episode):
     assert tuple(batch["K"].shape) == (3, 2, 3, 3) and tuple(batch["T_world_cam"].shape) == (3, 2, 4, 4)
     assert batch["caption"] == [samples[i]["caption"] for i in range(3)]
     assert batch["episode_index"].tolist() == [0, 0, 0]
+
+
+def test_captions_for_clustering_follow_the_main_track(make_episode):
+    ep = make_episode(0)
+    mixed = EventSamples([ep], caption_track={"subtask": 0.2, "segment": 0.8})
+    assert mixed.captions() == [e.segment for e in ep.events]
+    assert mixed.captions({"action": 1.0}) == [e.action for e in ep.events]
+    assert mixed.captions("task") == [e.task for e in ep.events]
