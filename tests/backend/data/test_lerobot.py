@@ -103,6 +103,8 @@ def test_writer_rejects_bad_input(tmp_path, make_episode):
             w.add_episode(make_episode(2), split="train")
         with pytest.raises(ValueError, match="fps"):
             w.add_episode(dataclasses.replace(make_episode(3), fps=30))
+        with pytest.raises(ValueError, match="outside the episode"):
+            w.add_episode(make_episode(4), split="test", plan_updates=[(999, ["x"])])
     with pytest.raises(FileExistsError):
         DatasetWriter(tmp_path / "a", fps=10)
     (tmp_path / "b").mkdir()
