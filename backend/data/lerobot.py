@@ -224,12 +224,12 @@ class DatasetWriter:
         flags = np.zeros(T, dtype=bool) if intervention is None else np.asarray(intervention, dtype=bool)
         if flags.shape != (T,):
             raise ValueError(f"intervention must be ({T},) bool, got {flags.shape}")
-        task_index = self._tasks.setdefault(episode.instruction, len(self._tasks))
-        progress = np.full(T, -1, np.int64) if episode.progress is None else np.asarray(episode.progress, np.int64)
-
         late = [f for f, _ in plan_updates if not 0 <= f < T]
         if late:
             raise ValueError(f"plan updates at frames {late} are outside the episode [0, {T})")
+        task_index = self._tasks.setdefault(episode.instruction, len(self._tasks))
+        progress = np.full(T, -1, np.int64) if episode.progress is None else np.asarray(episode.progress, np.int64)
+
         # Per-step table: the persistent language list is the same on every frame of an episode.
         persistent = language.persistent_rows(episode.events, self.fps, episode.plan, plan_updates)
         columns = {
