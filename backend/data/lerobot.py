@@ -224,6 +224,10 @@ class DatasetWriter:
         flags = np.zeros(T, dtype=bool) if intervention is None else np.asarray(intervention, dtype=bool)
         if flags.shape != (T,):
             raise ValueError(f"intervention must be ({T},) bool, got {flags.shape}")
+        for cam in cams:  # check everything before anything is written
+            if episode.frames[cam].shape[1:3] != self._sizes[cam]:
+                raise ValueError(f"camera {cam!r}: frames are {episode.frames[cam].shape[1:3]}, dataset has {self._sizes[cam]}")
+        said = language.event_rows(T, interjections)
         late = [f for f, _ in plan_updates if not 0 <= f < T]
         if late:
             raise ValueError(f"plan updates at frames {late} are outside the episode [0, {T})")
@@ -251,7 +255,7 @@ class DatasetWriter:
             for k in columns
         ]
         arrays.append(language.persistent_array([persistent] * T))
-        arrays.append(language.events_array(language.event_rows(T, interjections)))
+        arrays.append(language.events_array(said))
         self._data.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
         ep_stats = {k: _array_stats(np.asarray(v).reshape(T, -1), axis=(0,)) for k, v in columns.items()}
@@ -266,8 +270,6 @@ class DatasetWriter:
         }
         for cam in self._cameras:
             frames = episode.frames[cam]
-            if frames.shape[1:3] != self._sizes[cam]:
-                raise ValueError(f"camera {cam!r}: frames are {frames.shape[1:3]}, dataset has {self._sizes[cam]}")
             t0, t1 = self._videos[cam].add_episode(frames)
             key = video_key(cam)
             ep |= {f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0, f"videos/{key}/from_timestamp": t0, f"videos/{key}/to_timestamp": t1}
