@@ -124,3 +124,12 @@ def test_valid_requests_pass_and_replies_carry_ack_of():
     assert decode(encode(a)) == {"v": 1, "type": "ack", "ack_of": "m7", "status": "done", "reason": "", "executed_steps": 3}
     ids = {request("heartbeat")["msg_id"] for _ in range(1000)}
     assert len(ids) == 1000
+
+
+def test_the_byte_example_in_the_protocol_doc_is_what_we_send():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
+    line = next(ln for ln in doc.splitlines() if ln.startswith("83 a1 76 01"))
+    assert bytes.fromhex(line) == encode({"v": 1, "type": "arm", "msg_id": "a1"})
+    assert validate_request(decode(bytes.fromhex(line)))["type"] == "arm"
