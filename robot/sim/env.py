@@ -16,6 +16,7 @@ import numpy as np
 
 from robot.sim import scene as S
 from robot.sim.progress import TaskProgress
+from robot.sim.render import MultiViewRenderer
 from robot.sim.tasks import Task, apply_variation_defaults, get_task, split
 from robot.types import ACTION_DIM, CameraCalib
 
@@ -50,6 +51,7 @@ class SimEnv:
         wrist: bool = False,
         variation: dict | None = None,
         shadows: bool = False,
+        antialias: bool = False,
     ) -> None:
         self.task: Task = get_task(task)
         self.variation = apply_variation_defaults(self.task, variation)
@@ -66,11 +68,15 @@ class SimEnv:
         self.camera_names = cams
         self.resolution = int(resolution)
         self.spec = self.task.scene_spec(
-            self.variation, resolution=self.resolution, wrist=wrist, shadows=shadows
+            self.variation,
+            resolution=self.resolution,
+            wrist=wrist,
+            shadows=shadows,
+            antialias=antialias,
         )
         self.model = mujoco.MjModel.from_xml_string(S.build_mjcf(self.spec))
         self.data = mujoco.MjData(self.model)
-        self._renderer: mujoco.Renderer | None = None
+        self._renderer: MultiViewRenderer | None = None
         self._defaults = {
             "cam_pos": self.model.cam_pos.copy(),
             "cam_quat": self.model.cam_quat.copy(),
@@ -91,16 +97,16 @@ class SimEnv:
         self.progress: TaskProgress | None = None
         self._target = S.HOME.copy()
         self.steps = 0
-        self.reset(seed)
+        self.reset(seed, render=False)
 
     # ------------------------------------------------------------------ episode control
 
-    def reset(self, seed: int | None = None) -> dict[str, Any]:
+    def reset(self, seed: int | None = None, render: bool = True) -> dict[str, Any]:
         """Start a new episode from the seed's randomised initial state; returns the observation."""
-        if seed is not None:
-            self.seed = int(seed)
+        seed = self.seed if seed is None else seed
+        self.split = split(self.task.name, seed)  # validates the seed first
+        self.seed = int(seed)
         rng = np.random.default_rng([self.seed, 7919])
-        self.split = split(self.task.name, self.seed)
         self.layout = self.task.sample(rng, self.split, self.variation)
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
@@ -123,7 +129,7 @@ class SimEnv:
         self.instruction = self.task.instruction(self.layout)
         self.progress = TaskProgress(self.task.stages(self.layout))
         self.progress.update(self)
-        return self.observe()
+        return self.observe(render=render)
 
     def _apply_layout(self, rng: np.random.Generator) -> None:
         m, d = self.model, self.data
@@ -272,20 +278,17 @@ class SimEnv:
         """The last commanded (clipped) action, (7,)."""
         return self._target.copy()
 
-    def render(self, camera: str) -> np.ndarray:
-        """uint8 (H, W, 3) image from one camera."""
+    def render(self) -> dict[str, np.ndarray]:
+        """{camera: uint8 (H, W, 3)} for every observed camera (one renderer, reused)."""
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.resolution, self.resolution)
-            flags = self._renderer.scene.flags
-            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = self.spec.shadows
-            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-            flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = False
-        self._renderer.update_scene(self.data, camera=camera)
-        return self._renderer.render()
+            self._renderer = MultiViewRenderer(
+                self.model, self.resolution, self.camera_names, self.spec.shadows
+            )
+        return self._renderer.render(self.data)
 
     def observe(self, render: bool = True) -> dict[str, Any]:
         """{"images": {cam: uint8 (H, W, 3)}, "state": float32 (7,), "task_progress": int}."""
-        images = {c: self.render(c) for c in self.camera_names} if render else {}
+        images = self.render() if render else {}
         return {"images": images, "state": self.state(), "task_progress": self.task_progress()}
 
     def task_progress(self) -> int:

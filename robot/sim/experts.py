@@ -303,9 +303,11 @@ def plan_push(env: SimEnv, r: ExpertRollout) -> Iterator[Primitive]:
         d = (e.body_pos("target") - e.body_pos("puck"))[:2]
         return d / max(np.linalg.norm(d), 1e-6)
 
-    def face_yaw(u: np.ndarray) -> float:
-        """Gripper yaw whose closed-finger face is normal to u (symmetric under 180 deg)."""
-        return grasp_yaw(float(np.arctan2(u[1], u[0])), period=np.pi)
+    def face_yaw(u: np.ndarray, near: float) -> float:
+        """Gripper yaw whose closed-finger face is normal to u, the one of the two (180 deg
+        apart) nearest to `near`, so the face never swings around mid-push."""
+        a = float(np.arctan2(u[1], u[0]))
+        return near + float((a - near + np.pi / 2) % np.pi - np.pi / 2)
 
     def dist(e: SimEnv) -> float:
         return float(np.linalg.norm((e.body_pos("puck") - e.body_pos("target"))[:2]))
@@ -325,14 +327,14 @@ def plan_push(env: SimEnv, r: ExpertRollout) -> Iterator[Primitive]:
     yield Primitive(
         sub,
         r.say.action("move_behind", obj=puck),
-        _at([*behind, HOVER], face_yaw(u0)),
+        _at([*behind, HOVER], face_yaw(u0, 0.0)),
         1.0,
         "arrive",
     )
     yield Primitive(
         sub,
         r.say.action("lower_behind", obj=puck),
-        _at([*behind, 0.012], face_yaw(u0)),
+        _at([*behind, 0.012], face_yaw(u0, 0.0)),
         1.0,
         "arrive",
         speed=SLOW,
@@ -344,7 +346,7 @@ def plan_push(env: SimEnv, r: ExpertRollout) -> Iterator[Primitive]:
         def f(e: SimEnv) -> np.ndarray:
             u = direction(e)
             p = e.body_pos("puck")[:2] - u * (pad - min(advance, dist(e)))
-            return np.r_[p, 0.012, face_yaw(u)]
+            return np.r_[p, 0.012, face_yaw(u, e.target[5])]
 
         return f
 
@@ -646,7 +648,7 @@ def expert_score(
 ) -> RolloutStats:
     """Run the expert without rendering and report its final Task Progress score."""
     env = env or SimEnv(task, seed=seed, variation=variation)
-    env.reset(seed)
+    env.reset(seed, render=False)
     rollout = run_expert(env)
     steps = sum(1 for _ in rollout)
     return RolloutStats(

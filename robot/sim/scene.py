@@ -26,6 +26,7 @@ FINGER_SQUEEZE = -0.01  # actuator target when closed: pads keep squeezing what 
 FINGER_HALF = (0.011, 0.006, 0.0275)  # finger box half-sizes (x, y thickness, z)
 FINGER_Z = 0.0175  # finger box centre above the grip point
 PALM_Z = 0.055
+TOUCH_MARGIN = 0.001  # the gripper "touches" what is within 1 mm of it
 
 # Workspace of the grip point (m); the robot clips targets to it.
 WORKSPACE_MIN = np.array([-0.22, -0.22, 0.0], dtype=np.float64)
@@ -59,6 +60,7 @@ CAMERA_RIG: dict[str, tuple[tuple[float, float, float], tuple[float, float, floa
 }
 WRIST_CAMERA = "wrist"
 MAX_RESOLUTION = 256
+MAX_VIEWS = len(CAMERA_RIG) + 1  # views rendered side by side into one offscreen buffer
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class SceneSpec:
     resolution: int = 64
     wrist: bool = False
     shadows: bool = False  # shadows cost ~5x render time with software GL
+    antialias: bool = False  # 4x multisampling: smoother edges, ~4x render time with software GL
     lights: int = 2
     extra: dict = field(default_factory=dict)
 
@@ -282,14 +285,18 @@ def build_mjcf(spec: SceneSpec) -> str:
   <compiler angle="radian" autolimits="true"/>
   <option timestep="{TIMESTEP}" cone="elliptic" impratio="10" integrator="implicitfast"/>
   <visual>
-    <global offwidth="{res}" offheight="{res}"/>
-    <quality offsamples="4" shadowsize="{2048 if spec.shadows else 0}"/>
+    <global offwidth="{res * MAX_VIEWS}" offheight="{res}"/>
+    <quality offsamples="{4 if spec.antialias else 0}" shadowsize="{2048 if spec.shadows else 0}"/>
     <headlight ambient="0.35 0.35 0.35" diffuse="0.25 0.25 0.25" specular="0 0 0"/>
   </visual>
   <default>
     <geom friction="1 0.005 0.0001" solref="0.004 1" solimp="0.95 0.99 0.001"/>
-    <default class="gripper"><geom rgba="{_f(GRIPPER_RGBA)}" condim="4" friction="1.2 0.01 0.0001"/></default>
-    <default class="finger"><geom rgba="{_f(GRIPPER_RGBA)}" condim="4" friction="1.5 0.02 0.0002" mass="0.03"/></default>
+    <!-- margin = gap: contacts within 1 mm are reported (a stable "touching" flag) but exert no
+         force until the surfaces meet. -->
+    <default class="gripper"><geom rgba="{_f(GRIPPER_RGBA)}" condim="4" friction="1.2 0.01 0.0001"
+      margin="{TOUCH_MARGIN}" gap="{TOUCH_MARGIN}"/></default>
+    <default class="finger"><geom rgba="{_f(GRIPPER_RGBA)}" condim="4" friction="1.5 0.02 0.0002"
+      mass="0.03" margin="{TOUCH_MARGIN}" gap="{TOUCH_MARGIN}"/></default>
     <default class="object"><geom condim="4" friction="1 0.01 0.0001" rgba="0.8 0.2 0.2 1"/></default>
     <default class="fixture"><geom rgba="{_f(FIXTURE_RGBA)}" friction="0.8 0.005 0.0001"/></default>
   </default>

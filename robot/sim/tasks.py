@@ -49,7 +49,7 @@ BLOCK_HALF = 0.02
 def split(task: str, seed: int) -> str:
     """Deterministic train/test split of seeds: every fifth seed (seed % 5 == 4) is "test"."""
     get_task(task)
-    if int(seed) != seed or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return "test" if int(seed) % TEST_EVERY == TEST_EVERY - 1 else "train"
 
@@ -161,7 +161,12 @@ class Task(ABC):
         return f"{type(self).__name__}(name={self.name!r}, family={self.family!r})"
 
     def scene_spec(
-        self, variation: dict, resolution: int = 64, wrist: bool = False, shadows: bool = False
+        self,
+        variation: dict,
+        resolution: int = 64,
+        wrist: bool = False,
+        shadows: bool = False,
+        antialias: bool = False,
     ) -> S.SceneSpec:
         objects, fixtures = self.elements(variation)
         for i in range(variation["distractors"]):
@@ -169,7 +174,12 @@ class Task(ABC):
                 shape, size = DISTRACTOR_SHAPES[group][i % 2]
                 objects.append(S.ObjectSpec(f"distractor_{group}{i}", shape, size, mass=0.05))
         return S.SceneSpec(
-            tuple(objects), tuple(fixtures), resolution=resolution, wrist=wrist, shadows=shadows
+            tuple(objects),
+            tuple(fixtures),
+            resolution=resolution,
+            wrist=wrist,
+            shadows=shadows,
+            antialias=antialias,
         )
 
     @abstractmethod
