@@ -6,7 +6,7 @@ A checkpoint is a directory:
                              camera set, code version, step
     model.safetensors        model weights
     ema.safetensors          EMA weights (what inference uses), when training kept them
-    optimizer.safetensors    optimizer tensors + torch RNG state      } for `--resume`
+    optimizer.safetensors    optimizer tensors + torch RNG state       } for `--resume`
     train_state.json         optimizer structure, step, numpy/python RNG }
 
 Loading checks every tensor against the model and names what is wrong: the file, the
@@ -21,7 +21,7 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +173,7 @@ def save_checkpoint(
     config: dict,
     model_state: Mapping[str, torch.Tensor],
     ema_state: Mapping[str, torch.Tensor] | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizers: Sequence[torch.optim.Optimizer] = (),
     train_state: dict | None = None,
 ) -> Path:
     """Write a checkpoint directory atomically (a half-written one never has the final name)."""
@@ -187,20 +187,26 @@ def save_checkpoint(
     save_file(_contiguous(model_state), str(tmp / MODEL_FILE))
     if ema_state is not None:
         save_file(_contiguous(ema_state), str(tmp / EMA_FILE))
-    if optimizer is not None:
-        opt_tensors, opt_meta = _optimizer_payload(optimizer)
+    if optimizers:
+        tensors, metas = {}, []
+        for i, opt in enumerate(optimizers):
+            opt_tensors, opt_meta = _optimizer_payload(opt)
+            tensors |= {f"opt{i}/{k}": v for k, v in opt_tensors.items()}
+            metas.append(opt_meta)
         rng_tensors, rng_meta = rng_state()
-        save_file(_contiguous({**opt_tensors, **rng_tensors}), str(tmp / OPTIMIZER_FILE))
-        payload = {"optimizer": opt_meta, "rng": rng_meta, **(train_state or {})}
+        save_file(_contiguous({**tensors, **rng_tensors}), str(tmp / OPTIMIZER_FILE))
+        payload = {"optimizers": metas, "rng": rng_meta, **(train_state or {})}
         (tmp / TRAIN_STATE_FILE).write_text(json.dumps(payload) + "\n")
+    old = directory.with_name(directory.name + ".old")
     if directory.exists():
-        shutil.rmtree(directory)
+        os.replace(directory, old)  # keep the previous checkpoint until the new one is in place
     os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
-def load_training_state(directory: str | Path, optimizer: torch.optim.Optimizer) -> dict:
-    """Restore optimizer and RNG from a checkpoint; returns the rest of train_state.json."""
+def load_training_state(directory: str | Path, optimizers: Sequence[torch.optim.Optimizer]) -> dict:
+    """Restore optimizers and RNG from a checkpoint; returns the rest of train_state.json."""
     directory = Path(directory)
     tensors = load_tensors(directory / OPTIMIZER_FILE)
     path = _require(directory / TRAIN_STATE_FILE)
@@ -208,14 +214,22 @@ def load_training_state(directory: str | Path, optimizer: torch.optim.Optimizer)
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"checkpoint file {path} is not valid JSON: {e}") from e
-    state = _optimizer_state(tensors, meta["optimizer"])
-    n_ckpt = sum(len(g["params"]) for g in state["param_groups"])
-    n_model = sum(len(g["params"]) for g in optimizer.param_groups)
-    if n_ckpt != n_model:
+    metas = meta.get("optimizers", [])
+    if len(metas) != len(optimizers):
         raise ValueError(
-            f"checkpoint file {directory / OPTIMIZER_FILE} holds optimizer state for {n_ckpt} parameters, "
-            f"this run optimises {n_model} (different stage or preset?)"
+            f"checkpoint file {path} holds {len(metas)} optimizer states, this run has {len(optimizers)}"
         )
-    optimizer.load_state_dict(state)
+    for i, (opt, opt_meta) in enumerate(zip(optimizers, metas)):
+        prefix = f"opt{i}/"
+        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        state = _optimizer_state(own, opt_meta)
+        n_ckpt = sum(len(g["params"]) for g in state["param_groups"])
+        n_model = sum(len(g["params"]) for g in opt.param_groups)
+        if n_ckpt != n_model:
+            raise ValueError(
+                f"checkpoint file {directory / OPTIMIZER_FILE} holds optimizer state for {n_ckpt} "
+                f"parameters, this run optimises {n_model} (different stage or preset?)"
+            )
+        opt.load_state_dict(state)
     set_rng_state(tensors, meta.get("rng", {}))
-    return {k: v for k, v in meta.items() if k not in ("optimizer", "rng")}
+    return {k: v for k, v in meta.items() if k not in ("optimizers", "rng")}

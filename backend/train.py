@@ -1,0 +1,431 @@
+"""One trainer for every preset, recipe and stage (`wallwm train`), torchrun-ready.
+
+    stage vae       the video autoencoder alone (reconstruction + KL) on short clips
+    stage denoiser  the denoiser on frozen-VAE latents, conditioned on the sample's caption:
+                    recipe `event` -> next-event captions, variable-length chunks (event mode);
+                    recipe `fixed` -> task caption, fixed 16-step windows (the baseline)
+    stage unified   denoiser + VLM in unified mode (task caption, staircase states, H = 16,
+                    next-event text loss when the samples carry next-event captions)
+
+Stages chain through `--init CKPT` (vae -> denoiser -> unified); `--resume` continues a run
+from its own `OUT/checkpoint` with optimizer, EMA, step, data position and RNG restored, so
+2 steps + resume to 4 equals 4 steps. Under `torchrun` (WORLD_SIZE > 1) the model is
+wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU) and each rank takes every
+WORLD_SIZE-th sample of a shared order; rank 0 logs and saves.
+
+Outputs under OUT: `checkpoint/` (see backend.model.checkpoint) and `log.jsonl` (one line per
+logged step: losses, learning rate, samples/s).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from backend.model.wam import Objective
+
+RECIPES = ("event", "fixed")
+STAGES = ("vae", "denoiser", "unified")
+OPTIMIZERS = ("adamw", "muon")
+CHECKPOINT_DIR = "checkpoint"
+LOG_FILE = "log.jsonl"
+
+
+def _choice(kind: str, value: str, options: tuple[str, ...]) -> None:
+    if value not in options:
+        close = difflib.get_close_matches(value, options, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown {kind} {value!r}{hint} (choices: {', '.join(options)})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    dataset: str  # LeRobot v3 dataset directory (ours carries events and calibration)
+    out: str  # run directory: checkpoint/ and log.jsonl
+    preset: str = "tiny"
+    recipe: str = "event"  # event: next-event samples; fixed: 16-step windows, task caption only
+    stage: str = "denoiser"  # vae | denoiser | unified
+    steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
+    batch_size: int = 4  # per process
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 50  # linear warm-up, then cosine decay to 10 % of lr
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999  # EMA weights are what inference loads
+    optimizer: str = "adamw"  # adamw, or muon for 2-D weight matrices (AdamW for the rest)
+    log_every: int = 10
+    save_every: int = 500
+    seed: int = 0
+    resume: bool = False
+    init: str | None = None  # start from this checkpoint's weights (e.g. the VAE stage's)
+    caption_track: str = "subtask"  # next-event caption track for the event recipe
+    balanced: bool = True  # cluster-balanced event sampling (event recipe)
+    vae_clip_frames: int = 9  # frames per clip in the VAE stage (1 + 4k)
+    latent_cache: int = 4096  # frozen-VAE latents kept in memory, in samples
+    vlm_path: str | None = None  # a local Qwen checkpoint for the unified stage
+    progress: bool = True
+    device: str = "auto"
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
+    objective: Objective = field(default_factory=Objective)
+
+    def __post_init__(self) -> None:
+        _choice("recipe", self.recipe, RECIPES)
+        _choice("stage", self.stage, STAGES)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        for name in ("steps", "batch_size", "log_every", "save_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.ema_decay < 1:
+            raise ValueError(f"need lr > 0 and 0 <= ema_decay < 1, got lr={self.lr}, ema_decay={self.ema_decay}")
+        if self.vae_clip_frames < 1 or (self.vae_clip_frames - 1) % 4:
+            raise ValueError(f"vae_clip_frames must be 1 + 4k, got {self.vae_clip_frames}")
+        if self.resume and self.init:
+            raise ValueError("--resume continues this run's own checkpoint; drop --init")
+
+    @property
+    def objective_name(self) -> str:
+        return {"vae": "vae", "denoiser": "event", "unified": "unified"}[self.stage]
+
+
+class EMA:
+    """Exponential moving average of the trainable parameters (warm-up: decay grows with steps)."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for n, p in model.named_parameters():
+            if n in self.shadow:
+                self.shadow[n].lerp_(p.detach(), 1 - d)
+
+    def state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The full model state with EMA values for the trained parameters."""
+        return {**model.state_dict(), **self.shadow}
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        for n in self.shadow:
+            if n not in tensors:
+                raise ValueError(f"EMA checkpoint lacks {n!r}")
+            self.shadow[n].copy_(tensors[n])
+
+
+class IndexStream:
+    """Sample indices for one rank, epoch after epoch, with a resumable position."""
+
+    def __init__(self, n: int, seed: int, rank: int, world: int, balanced=None) -> None:
+        self.n, self.seed, self.rank, self.world, self.balanced = n, seed, rank, world, balanced
+        self.epoch, self.offset = 0, 0
+        self._order = self._make_order()
+
+    def _make_order(self) -> list[int]:
+        if self.balanced is not None:
+            self.balanced.set_epoch(self.epoch)
+            order = list(self.balanced)
+        else:
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n).tolist()
+        return order[self.rank :: self.world]
+
+    def seek(self, epoch: int, offset: int) -> None:
+        self.epoch, self.offset = epoch, offset
+        self._order = self._make_order()
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while len(out) < k:
+            if self.offset >= len(self._order):
+                self.seek(self.epoch + 1, 0)
+                if not self._order:
+                    raise ValueError("this rank got no samples: the dataset is smaller than the world size")
+            out.append(self._order[self.offset])
+            self.offset += 1
+        return out
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to 10 % (step counts from 0)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _trainable(model, stage: str) -> list[nn.Module]:
+    return {"vae": [model.vae], "denoiser": [model.denoiser], "unified": [model.denoiser, model.vlm]}[stage]
+
+
+def _optimizers(cfg: TrainConfig, params: list[tuple[str, nn.Parameter]]) -> list[torch.optim.Optimizer]:
+    if cfg.optimizer == "muon":
+        # Muon orthogonalises 2-D hidden weight updates; embeddings, heads, norms and biases stay on AdamW.
+        hidden = [p for n, p in params if p.ndim == 2 and "embed" not in n and "head" not in n]
+        ids = {id(p) for p in hidden}
+        rest = [p for _, p in params if id(p) not in ids]
+        return [
+            torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"),
+            torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)),
+        ]
+    return [torch.optim.AdamW([p for _, p in params], lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))]
+
+
+def _samples(cfg: TrainConfig, model_cfg, dataset):
+    from backend.data.samples import EventSamples, FixedWindowSamples
+
+    if cfg.recipe == "event":
+        return EventSamples(dataset, h_max=model_cfg.h_max, caption_track=cfg.caption_track, seed=cfg.seed)
+    return FixedWindowSamples(dataset, horizon=model_cfg.h_unified)
+
+
+def _crop_clip(video: torch.Tensor, video_valid: torch.Tensor, frames: int) -> torch.Tensor:
+    """A random window of `frames` real frames per batch (VAE stage): (B, V, T, H, W, 3) -> (B, V, frames, ...)."""
+    real = int(video_valid.sum(1).min())
+    if real < frames:
+        frames = 1 + 4 * ((real - 1) // 4)
+    start = int(torch.randint(0, real - frames + 1, (1,)))
+    return video[:, :, start : start + frames]
+
+
+def _distributed() -> tuple[int, int, int]:
+    """(rank, local rank, world size) from torchrun's environment; initialises the process group."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
+
+
+def _source(cfg: TrainConfig) -> Path | None:
+    """The checkpoint this run starts from: its own (resume), another (init) or none."""
+    if cfg.resume:
+        return Path(cfg.out) / CHECKPOINT_DIR
+    return Path(cfg.init) if cfg.init else None
+
+
+def _model_config(cfg: TrainConfig, source: Path | None):
+    """(ModelConfig, Normalizer or None): from the checkpoint continued, else the preset."""
+    from backend.model.checkpoint import read_config
+    from backend.model.normalizer import Normalizer
+    from backend.model.presets import ModelConfig, get_preset
+
+    if source is None:
+        model_cfg, normalizer = get_preset(cfg.preset), None
+    else:
+        ckpt = read_config(source)
+        if ckpt["preset"] != cfg.preset:
+            raise ValueError(f"checkpoint {source} is preset {ckpt['preset']!r}, this run asks for {cfg.preset!r}")
+        if cfg.resume:
+            for key in ("recipe", "stage"):
+                if ckpt.get(key) != getattr(cfg, key):
+                    raise ValueError(
+                        f"checkpoint {source} was trained with {key} {ckpt.get(key)!r}, this run asks for "
+                        f"{getattr(cfg, key)!r}"
+                    )
+        model_cfg = ModelConfig.from_dict(ckpt["model"])
+        normalizer = Normalizer.from_stats(ckpt["normalizer"])
+    if cfg.vlm_path:
+        model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))
+    return model_cfg, normalizer
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run training; returns a summary (steps, last losses, samples/s, checkpoint path)."""
+    from tqdm import tqdm
+
+    from backend.data.lerobot import EventDataset
+    from backend.data.samples import collate
+    from backend.model.checkpoint import (
+        EMA_FILE,
+        MODEL_FILE,
+        load_tensors,
+        load_training_state,
+        load_weights,
+        save_checkpoint,
+    )
+    from backend.model.normalizer import Normalizer
+    from backend.model.wam import WorldActionModel
+
+    rank, local_rank, world = _distributed()
+    if cfg.device == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    out = Path(cfg.out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    dataset = EventDataset(cfg.dataset)
+    source = _source(cfg)
+    model_cfg, normalizer = _model_config(cfg, source)
+    samples = _samples(cfg, model_cfg, dataset)
+    if len(samples) == 0:
+        raise ValueError(f"{cfg.dataset}: no {cfg.recipe} samples to train on")
+    model = WorldActionModel(
+        model_cfg, normalizer or Normalizer.from_stats(dataset.norm_stats()), samples[0]["cameras"], recipe=cfg.recipe
+    )
+    if source is not None:  # init: published (EMA) weights; resume: the raw weights being optimised
+        use_ema = cfg.init is not None and (source / EMA_FILE).exists()
+        load_weights(model, source / (EMA_FILE if use_ema else MODEL_FILE))
+    model.to(device)
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in _trainable(model, cfg.stage):
+        m.requires_grad_(True)
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizers = _optimizers(cfg, params)
+    ema = EMA(model, cfg.ema_decay)
+
+    balanced = None
+    if cfg.recipe == "event" and cfg.balanced:
+        from backend.data.sampler import ClusterBalancedSampler
+
+        balanced = ClusterBalancedSampler.from_samples(samples, cfg.caption_track, seed=cfg.seed)
+    stream = IndexStream(len(samples), cfg.seed, rank, world, balanced)
+
+    step = 0
+    if cfg.resume:
+        state = load_training_state(source, optimizers)
+        step = int(state["step"])
+        stream.seek(int(state["epoch"]), int(state["offset"]))
+        ema.load(load_tensors(source / EMA_FILE))
+
+    net: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None, find_unused_parameters=True)
+
+    latent_cache: dict[int, torch.Tensor] = {}
+    objective = cfg.objective_name
+    log_path = out / LOG_FILE
+    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress or rank != 0, desc=f"train {cfg.stage}")
+    losses: dict[str, float] = {}
+    t_start, samples_seen = time.perf_counter(), 0
+    model.train()
+    while step < cfg.steps:
+        idx = stream.take(cfg.batch_size)
+        batch = collate([samples[i] for i in idx])
+        for opt in optimizers:
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg, step)
+        if objective == "vae":
+            batch["video"] = _crop_clip(batch["video"], batch["video_valid"], cfg.vae_clip_frames)
+            parts = net(batch, "vae")
+        else:
+            latents = _latents(model, batch, idx, latent_cache, cfg.latent_cache)
+            parts = net(batch, objective, latents=latents, loss_config=cfg.objective)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}: lower --lr or check the data")
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], cfg.grad_clip)
+        for opt in optimizers:
+            opt.step()
+        ema.update(model, step)
+        step += 1
+        samples_seen += cfg.batch_size * world
+        losses = {k: float(v.detach()) for k, v in parts.items()}
+        if world > 1:
+            losses = _mean_across_ranks(losses)
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses['loss']:.4f}")
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            rate = samples_seen / max(time.perf_counter() - t_start, 1e-9)
+            row = {"step": step, **losses, "lr": lr_at(cfg, step - 1), "samples_per_s": rate, "world_size": world}
+            with log_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+        if step % cfg.save_every == 0 or step == cfg.steps:
+            if objective == "vae" and step == cfg.steps:
+                _calibrate_latents(model, samples, cfg)
+            if rank == 0:
+                train_state = {"step": step, "epoch": stream.epoch, "offset": stream.offset}
+                config = {**model.checkpoint_config(), "stage": cfg.stage, "step": step,
+                          "train": _jsonable(asdict(cfg))}
+                save_checkpoint(out / CHECKPOINT_DIR, config, model.state_dict(), ema.state_dict(model),
+                                optimizers, train_state)
+            if world > 1:
+                torch.distributed.barrier()
+    bar.close()
+    elapsed = time.perf_counter() - t_start
+    return {
+        "steps": step,
+        "losses": losses,
+        "samples_per_s": samples_seen / max(elapsed, 1e-9),
+        "checkpoint": str(out / CHECKPOINT_DIR),
+        "world_size": world,
+        "rank": rank,
+    }
+
+
+@torch.no_grad()
+def _latents(model, batch: dict, idx: list[int], cache: dict[int, torch.Tensor], limit: int) -> torch.Tensor:
+    """Frozen-VAE latents (B, V, C, F, h, w) of a batch, encoded once per sample and kept in memory."""
+    missing = [j for j, i in enumerate(idx) if i not in cache]
+    fresh = model.encode_video(batch["video"][missing]).cpu() if missing else None
+    rows, k = [], 0
+    for i in idx:
+        if i in cache:
+            rows.append(cache[i])
+        else:
+            rows.append(fresh[k])
+            if len(cache) < limit:
+                cache[i] = fresh[k]
+            k += 1
+    return torch.stack(rows).to(model.device)
+
+
+@torch.no_grad()
+def _calibrate_latents(model, samples, cfg: TrainConfig, n: int = 8) -> None:
+    """Fit the latent standardisation on a few training videos after the VAE stage."""
+    from backend.model.vae import frames_to_video
+
+    rng = np.random.default_rng(cfg.seed)
+    picks = rng.choice(len(samples), size=min(n, len(samples)), replace=False)
+    videos = [
+        frames_to_video(model._resize(torch.from_numpy(samples[int(i)]["video"])).to(model.device))
+        for i in picks
+    ]  # each (V, 3, T, H, W)
+    model.vae.calibrate_(videos)
+
+
+def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
+    import torch.distributed as dist
+
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    t /= dist.get_world_size()
+    return dict(zip(keys, t.tolist()))
+
+
+def _jsonable(d: dict) -> dict:
+    return json.loads(json.dumps(d, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+
+
+def iterate_log(path: str | Path) -> Iterator[dict]:
+    """Rows of a run's log.jsonl."""
+    with Path(path).open() as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
