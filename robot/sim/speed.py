@@ -48,6 +48,51 @@ def measure(
         env.close()
 
 
+def render_variants(resolution: int = 64, frames: int = 60) -> dict[str, float]:
+    """Milliseconds to render the three fixed views once, for the options that matter on
+    software GL: MuJoCo's per-view `Renderer` with its defaults (shadows, 4x multisampling)
+    down to our one-read-back multi-view renderer without either."""
+    import mujoco
+
+    def per_view(env: SimEnv, shadows: bool) -> float:
+        r = mujoco.Renderer(env.model, resolution, resolution)
+        try:
+            r.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = shadows
+            t0 = time.perf_counter()
+            for _ in range(frames):
+                for c in env.camera_names:
+                    r.update_scene(env.data, camera=c)
+                    r.render()
+            return 1e3 * (time.perf_counter() - t0) / frames
+        finally:
+            r.close()
+
+    def multi_view(env: SimEnv) -> float:
+        env.render()
+        t0 = time.perf_counter()
+        for _ in range(frames):
+            env.render()
+        return 1e3 * (time.perf_counter() - t0) / frames
+
+    out = {}
+    for shadows, aa, label in (
+        (True, True, "Renderer per view, shadows (2048 map) + 4x MSAA"),
+        (False, True, "Renderer per view, 4x MSAA"),
+        (False, False, "Renderer per view, plain"),
+    ):
+        env = SimEnv("pick_place_bin", resolution=resolution, shadows=shadows, antialias=aa)
+        out[label] = per_view(env, shadows)
+        env.close()
+    for aa, label in (
+        (True, "multi-view, one read-back, 4x MSAA"),
+        (False, "multi-view, one read-back, plain"),
+    ):
+        env = SimEnv("pick_place_bin", resolution=resolution, antialias=aa)
+        out[label] = multi_view(env)
+        env.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m robot.sim.speed", description=__doc__)
     p.add_argument("--task", default="pick_place_bin")
@@ -56,7 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cameras", default="front,left,right", help="comma-separated fixed cameras")
     p.add_argument("--wrist", action="store_true", help="add the wrist camera")
     p.add_argument("--antialias", action="store_true", help="4x multisampling")
+    p.add_argument(
+        "--render-variants", action="store_true", help="compare rendering options instead"
+    )
     args = p.parse_args(argv)
+    if args.render_variants:
+        for label, ms in render_variants(args.resolution).items():
+            print(f"{label}: {ms:.1f} ms per 3 views at {args.resolution}x{args.resolution}")
+        return 0
     r = measure(
         args.task,
         args.episodes,
