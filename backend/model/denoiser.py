@@ -206,9 +206,18 @@ class Attention(nn.Module):
         return self.norm_q(self.q(x)).unflatten(-1, (self.heads, -1))  # (B, N, heads, hd)
 
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        k = self.norm_k(self.k(x)).unflatten(-1, (self.heads, -1))  # (B, N, heads, hd)
-        v = self.v(x).unflatten(-1, (self.heads, -1))
-        return k, v
+        """Keys and values in one matmul (weights fused on the fly, names stay Wan's)."""
+        kv = F.linear(x, torch.cat([self.k.weight, self.v.weight]), torch.cat([self.k.bias, self.v.bias]))
+        k, v = kv.chunk(2, dim=-1)
+        return self.norm_k(k).unflatten(-1, (self.heads, -1)), v.unflatten(-1, (self.heads, -1))
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Self-attention q, k, v (B, N, heads, hd) in one matmul."""
+        w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
+        q, k, v = F.linear(x, w, torch.cat([self.q.bias, self.k.bias, self.v.bias])).chunk(3, dim=-1)
+        split = (self.heads, -1)
+        return (self.norm_q(q).unflatten(-1, split), self.norm_k(k).unflatten(-1, split),
+                v.unflatten(-1, split))
 
     def out(self, y: torch.Tensor) -> torch.Tensor:
         return self.o(y.transpose(1, 2).flatten(2))  # (B, heads, N, hd) -> (B, N, q_dim)
@@ -226,7 +235,8 @@ class Attention(nn.Module):
 
 
 def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """adaLN: ``x * (1 + scale) + shift`` as one fused multiply-add."""
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class WanBlock(nn.Module):
@@ -258,14 +268,14 @@ class WanBlock(nn.Module):
         """x (B, N, D), e (B, 6, D) -> x, and this layer's keys/values (B, heads, N, hd) for coupling."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e).chunk(6, dim=1)
         y = _modulate(self.norm1(x).float(), shift1, scale1).type_as(x)
-        q = apply_rope(self.self_attn.project_q(y), freqs).transpose(1, 2)  # (B, heads, N, hd)
-        k, v = self.self_attn.project_kv(y)
+        q, k, v = self.self_attn.project_qkv(y)  # (B, N, heads, hd) each
+        q = apply_rope(q, freqs).transpose(1, 2)  # (B, heads, N, hd)
         k = apply_rope(k, freqs).transpose(1, 2)
         v = v.transpose(1, 2)
-        x = x + self.self_attn.out(attention(q, k, v, view_mask)) * gate1
+        x = torch.addcmul(x, self.self_attn.out(attention(q, k, v, view_mask)), gate1)
         x = x + self.cross_attn.cross(self.norm3(x), ctx, ctx_mask)
         y = _modulate(self.norm2(x).float(), shift2, scale2).type_as(x)
-        x = x + self.ffn(y) * gate2
+        x = torch.addcmul(x, self.ffn(y), gate2)
         return x, k, v
 
 
@@ -302,14 +312,13 @@ class ActionBlock(nn.Module):
         """x (B, 1 + H, A), e (B, 6, A), video_k/v (B, heads, N, hd) -> x."""
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e).chunk(6, dim=1)
         y = _modulate(self.norm1(x).float(), shift1, scale1).type_as(x)
-        q = self.self_attn.project_q(y).transpose(1, 2)  # (B, heads, 1 + H, hd)
-        k, v = self.self_attn.project_kv(y)
+        q, k, v = self.self_attn.project_qkv(y)  # (B, 1 + H, heads, hd) each
         k = torch.cat([k.transpose(1, 2), video_k], dim=2)  # (B, heads, 1 + H + N, hd)
         v = torch.cat([v.transpose(1, 2), video_v], dim=2)
-        x = x + self.self_attn.out(attention(q, k, v)) * gate1
+        x = torch.addcmul(x, self.self_attn.out(attention(q.transpose(1, 2), k, v)), gate1)
         x = x + self.cross_attn.cross(self.norm3(x), ctx, ctx_mask)
         y = _modulate(self.norm2(x).float(), shift2, scale2).type_as(x)
-        return x + self.ffn(y) * gate2
+        return torch.addcmul(x, self.ffn(y), gate2)
 
 
 class Head(nn.Module):
