@@ -577,7 +577,7 @@ def record_episode(
     else:
         if env.task.name != task:
             raise ValueError(f"env is for task {env.task.name!r}, asked to record {task!r}")
-        env.reset(seed)
+        env.reset(seed, render=False)
         own = False
     try:
         rollout = run_expert(env, render=True)
@@ -646,8 +646,13 @@ class RolloutStats:
 def expert_score(
     task: str, seed: int, variation: dict | None = None, env: SimEnv | None = None
 ) -> RolloutStats:
-    """Run the expert without rendering and report its final Task Progress score."""
-    env = env or SimEnv(task, seed=seed, variation=variation)
+    """Run the expert without rendering and report its final Task Progress score.
+
+    Pass an `env` of the same task to reuse it across seeds (its variation is kept)."""
+    if env is None:
+        env = SimEnv(task, seed=seed, variation=variation)
+    elif env.task.name != task:
+        raise ValueError(f"env is for task {env.task.name!r}, asked to score {task!r}")
     env.reset(seed, render=False)
     rollout = run_expert(env)
     steps = sum(1 for _ in rollout)

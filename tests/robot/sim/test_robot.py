@@ -59,3 +59,22 @@ def test_reset_to_another_task_and_seed(robot):
     with pytest.raises(ValueError, match="did you mean"):
         robot.reset(task="peg_insert")
     assert robot.task == "peg_insertion"  # a bad reset leaves the robot as it was
+
+
+def test_holding_the_measured_state_keeps_a_grasped_block():
+    """The server arms by commanding the measured state; a held block must not drop."""
+    from robot.sim.experts import run_expert
+
+    r = SimRobot("pick_place_bin", seed=2)
+    r.connect()
+    try:
+        for step in run_expert(r.env):
+            if step.primitive == 4:  # lifted, about to carry
+                break
+        assert r.env.held("block")
+        z = r.env.body_pos("block")[2]
+        for _ in range(10):
+            r.send_action(r.get_state())
+        assert r.env.held("block") and abs(r.env.body_pos("block")[2] - z) < 0.01
+    finally:
+        r.disconnect()
