@@ -126,7 +126,7 @@ class SimEnv:
             mujoco.mj_step(m, d)
         self._target = home
         self.steps = 0
-        self.instruction = self.task.instruction(self.layout)
+        self.instruction: str = self.layout["instruction"]
         self.progress = TaskProgress(self.task.stages(self.layout))
         self.progress.update(self)
         return self.observe(render=render)
@@ -162,8 +162,8 @@ class SimEnv:
         self._apply_camera_jitter(rng)
 
     @staticmethod
-    def _colour_rgba(colour: str | None, light: bool = False) -> np.ndarray:
-        rgb = np.array(S.COLOURS[colour]) if colour else np.array([0.8, 0.2, 0.2])
+    def _colour_rgba(colour: str, light: bool = False) -> np.ndarray:
+        rgb = np.array(S.COLOURS[colour])
         if light:  # a paler tint for large surfaces such as bins
             rgb = 0.55 * rgb + 0.45
         return np.r_[rgb, 1.0]

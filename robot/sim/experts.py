@@ -38,9 +38,8 @@ class Primitive:
     action: str
     target: Callable[[SimEnv], np.ndarray]  # -> (4,) x, y, z, yaw; re-evaluated every step
     gripper: float
-    boundary: (
-        str  # what changes at its end: "arrive" | "grasp" | "release" | "contact" | "press" | "end"
-    )
+    # What changes at its end: "arrive" | "grasp" | "release" | "contact" | "press" | "end".
+    boundary: str
     until: Callable[[SimEnv], bool] | None = None  # semantic end condition; default: target reached
     speed: float = FAST
     min_steps: int = MIN_EVENT
@@ -202,7 +201,7 @@ def pick(
         _hold,
         1.0,
         "contact",
-        until=lambda e: e.held(obj) and abs(e.state()[6] - e.target[6]) < 1.0 and _settled(e),
+        until=lambda e: e.held(obj) and _settled(e),
         min_steps=4,
         max_steps=10,
     )
@@ -217,19 +216,8 @@ def pick(
 
 def _settled(e: SimEnv) -> bool:
     """Finger joints have stopped moving."""
-    return bool(
-        np.all(
-            np.abs(
-                e.data.qvel[
-                    [
-                        e.model.joint("finger_left").dofadr[0],
-                        e.model.joint("finger_right").dofadr[0],
-                    ]
-                ]
-            )
-            < 0.01
-        )
-    )
+    dofs = [e.model.joint(f"finger_{side}").dofadr[0] for side in ("left", "right")]
+    return bool(np.all(np.abs(e.data.qvel[dofs]) < 0.01))
 
 
 def release(r: ExpertRollout, subtask: str, retreat_z: float = 0.15) -> Iterator[Primitive]:
@@ -406,7 +394,7 @@ def plan_buttons(env: SimEnv, r: ExpertRollout) -> Iterator[Primitive]:
     colours = [env.layout["colours"][b] for b in env.layout["order"]]
     r.task_caption = r.say.task("buttons", *colours)
     cap_top = S.BUTTON_BASE_TOP + 2 * S.BUTTON_CAP_HALF
-    touch_z = cap_top + (FINGERTIP_BELOW_GRIP)  # grip point when the fingertips touch the cap
+    touch_z = cap_top + FINGERTIP_BELOW_GRIP  # grip point when the fingertips touch the cap
     yield Primitive(
         r.say.subtask("prepare"),
         r.say.action("close"),
