@@ -27,9 +27,12 @@ from robot.types import CameraCalib
 
 _CACHE: OrderedDict[str, np.ndarray] = OrderedDict()
 _CACHE_SIZE = 64
-# Tokens per flex_attention block on CPU: with 9 latent frames a block is ~3.5 patches, small
-# enough for the rig's sparsity to show, large enough for the kernel's GEMMs (bench: 16-128).
+# Tokens per flex_attention block. CPU: with 9 latent frames a 32-token block is ~3.5 patches,
+# small enough for the rig's sparsity to show (half the blocks skipped at 256 px), large enough
+# for the kernel's GEMMs; 64 and 128 were slower in `wallwm bench model`. CUDA: flex_attention's
+# default tile.
 BLOCK_SIZE = 32
+BLOCK_SIZE_CUDA = 128
 
 
 def look_at_camera(
@@ -176,7 +179,7 @@ def build_attention_mask(
     view_patch_mask: np.ndarray | torch.Tensor,
     frames: int,
     grid: tuple[int, int],
-    block_size: int = BLOCK_SIZE,
+    block_size: int | None = None,
     device: str | torch.device = "cpu",
     backend: str = "auto",
 ) -> ViewMask:
@@ -187,9 +190,12 @@ def build_attention_mask(
     may attend to every frame of an allowed patch q, so the token mask is
     ``patch_mask ⊗ ones(frames, frames)``. Returns a :class:`ViewMask` with the dense bool mask
     (``(N, N)`` or ``(B, 1, N, N)``) and the equivalent flex_attention ``BlockMask``.
+    ``block_size`` defaults to :data:`BLOCK_SIZE` on CPU and :data:`BLOCK_SIZE_CUDA` on CUDA.
     """
     from torch.nn.attention.flex_attention import create_block_mask
 
+    if block_size is None:
+        block_size = BLOCK_SIZE_CUDA if torch.device(device).type == "cuda" else BLOCK_SIZE
     if frames < 1:
         raise ValueError(f"frames must be >= 1, got {frames}")
     if block_size < 1:

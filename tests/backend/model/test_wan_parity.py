@@ -52,6 +52,7 @@ def test_parity_with_diffusers(pair):
     assert kv.velocity.shape == (B, 1, CFG.out_channels, Fr, h, w)
     err = (kv.velocity[:, 0] - expected).abs().max().item()
     assert expected.abs().max() > 1.0  # a meaningful output, not zeros
+    print(f"video tower vs diffusers: max abs diff {err:.2e} (output max {expected.abs().max():.2f})")
     assert err < 1e-4, err
 
 
