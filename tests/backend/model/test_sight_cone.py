@@ -119,6 +119,7 @@ def test_token_mask_layout():
     assert batched.dense.shape == (2, 1, vm.num_tokens, vm.num_tokens)
 
 
+@pytest.mark.slow  # compiling flex_attention for CPU takes 5-20 s
 def test_flex_equals_dense():
     """The compiled flex_attention path gives the dense masked SDPA result within 1e-5."""
     g, F = 4, 3
