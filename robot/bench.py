@@ -7,7 +7,8 @@ Measured: the round trip of `execute_chunk` (a 32x7 float32 chunk) -> `accepted`
 openpi), whose server decodes the request and answers with the same ack.
 Each server runs in its own process, as a robot would. The ZeroMQ server is the real
 `RobotServer` with its full validation; after each accepted chunk the client sends `stop`
-(not timed) so the robot is ARMED again for the next one. Telemetry rate is what the
+and waits for the chunk's `aborted` ack (not timed), so the robot is ARMED again for the
+next one. Telemetry rate is what the
 client's SUB socket received while all this ran.
 """
 
@@ -94,10 +95,11 @@ def _bench_client(cmd: str, tel: str, n: int, warmup: int, rng: np.random.Genera
         for i in range(warmup + n):
             a = _chunk(rng)
             t = time.perf_counter()
-            c.execute_chunk(a, dt)
+            h = c.execute_chunk(a, dt)
             if i >= warmup:
                 rtts.append(time.perf_counter() - t)
             c.stop()
+            h.result(5)  # the `aborted` ack: the robot is done with this chunk
         telemetry_hz = (c.telemetry_count - count0) / (time.monotonic() - t0)
         c.disarm()
     p50, p99 = _percentiles(rtts)
@@ -114,9 +116,12 @@ def _bench_dealer(cmd: str, n: int, warmup: int, rng: np.random.Generator) -> di
 
     def call(msg: dict) -> dict:
         s.send(encode(msg))
-        while True:  # skip the `aborted` acks of stopped chunks
+        return wait(msg["msg_id"])
+
+    def wait(msg_id: str) -> dict:
+        while True:
             reply = decode(s.recv())
-            if reply["ack_of"] == msg["msg_id"]:
+            if reply["ack_of"] == msg_id:
                 return reply
 
     assert call(request("arm"))["status"] == "ok"
@@ -129,7 +134,10 @@ def _bench_dealer(cmd: str, n: int, warmup: int, rng: np.random.Generator) -> di
             rtts.append(time.perf_counter() - t)
         if reply["status"] != "accepted":
             raise RuntimeError(f"chunk rejected during the benchmark: {reply['reason']}")
-        call(request("stop"))
+        stop = request("stop")
+        s.send(encode(stop))
+        wait(stop["msg_id"])
+        wait(msg["msg_id"])  # then the chunk's `aborted` ack: the robot is done with it
     call(request("disarm"))
     ctx.destroy()
     p50, p99 = _percentiles(rtts)
