@@ -31,7 +31,7 @@ TOUCH_MARGIN = 0.001  # the gripper "touches" what is within 1 mm of it
 # Workspace of the grip point (m); the robot clips targets to it.
 WORKSPACE_MIN = np.array([-0.22, -0.22, 0.0], dtype=np.float64)
 WORKSPACE_MAX = np.array([0.22, 0.22, 0.30], dtype=np.float64)
-HOME = np.array([0.0, 0.0, 0.20, 0.0, 0.0, 0.0, 0.0], dtype=np.float64)
+HOME = np.array([0.0, 0.0, 0.18, 0.0, 0.0, 0.0, 0.0], dtype=np.float64)
 
 # Named colours. The `unseen` ones never appear on training seeds of generalization tasks.
 COLOURS: dict[str, tuple[float, float, float]] = {
@@ -54,9 +54,9 @@ FIXTURE_RGBA = (0.88, 0.88, 0.86, 1.0)
 # Fixed cameras: position and look-at point (m), vertical field of view (deg). They all see the
 # workspace centre from different sides, so their views overlap partly.
 CAMERA_RIG: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], float]] = {
-    "front": ((0.46, 0.0, 0.50), (0.0, 0.0, 0.08), 42.0),
-    "left": ((0.08, 0.46, 0.50), (0.0, 0.0, 0.08), 42.0),
-    "right": ((0.08, -0.46, 0.50), (0.0, 0.0, 0.08), 42.0),
+    "front": ((0.46, 0.0, 0.50), (0.0, 0.0, 0.06), 42.0),
+    "left": ((0.08, 0.46, 0.50), (0.0, 0.0, 0.06), 42.0),
+    "right": ((0.08, -0.46, 0.50), (0.0, 0.0, 0.06), 42.0),
 }
 WRIST_CAMERA = "wrist"
 MAX_RESOLUTION = 256

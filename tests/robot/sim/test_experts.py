@@ -1,6 +1,7 @@
 """Scripted experts: success, events (tiling, lengths, boundaries, captions), recording."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -156,6 +157,7 @@ def test_record_episode_renders_a_valid_event_annotated_episode():
     assert ep.progress.shape == (T,) and ep.progress[-1] == 10 and np.all(np.diff(ep.progress) >= 0)
     assert ep.family == "diverse" and ep.fps == 10 and ep.instruction.startswith("stack the")
     assert ep.variation["split"] == "train" and "layout" in ep.variation
+    json.dumps(ep.variation)  # stored in dataset metadata as JSON
     assert set(ep.cameras) == set(ep.frames)
     assert len(ep.plan) == len(ep.events) >= 6
     # Frames move: the gripper is seen doing something.

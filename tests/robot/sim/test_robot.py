@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from robot.robot import Robot
+from robot.sim import scene as S
 from robot.sim.robot import SimRobot
 
 
@@ -51,7 +52,7 @@ def test_requires_connection():
 def test_reset_to_another_task_and_seed(robot):
     robot.send_action(np.array([0.1, 0.1, 0.1, 0, 0, 0, 1.0]))
     robot.reset(seed=1)
-    np.testing.assert_allclose(robot.get_state()[:3], [0, 0, 0.2], atol=2e-3)
+    np.testing.assert_allclose(robot.get_state()[:3], S.HOME[:3], atol=2e-3)
     first = robot.instruction
     robot.reset(task="peg_insertion", seed=3)
     assert robot.task == "peg_insertion" and robot.instruction != first
