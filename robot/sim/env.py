@@ -185,9 +185,8 @@ class SimEnv:
         if amount > 0:
             # Train seeds see brightness in [0.85, 1.15]; test seeds outside it (unseen lighting).
             if self.split == "test" and self.variation["unseen"]:
-                lo = rng.uniform(1 - 0.4 * amount, 0.85)
-                hi = rng.uniform(1.15, 1 + 0.3 * amount)
-                b = lo if rng.random() < 0.5 else hi
+                off = 0.25 * amount * rng.uniform(0.2, 1.0)
+                b = 0.85 - off if rng.random() < 0.5 else 1.15 + off
             else:
                 b = rng.uniform(0.85, 1.15)
             tint = 1.0 - rng.uniform(0.0, 0.2 * amount, size=3)
