@@ -95,26 +95,33 @@ def load_tokenizer(path: str | None):
     return tok
 
 
+def _qwen_config(path: str):
+    """The checkpoint's transformers config, refusing a missing directory or a non-Qwen model."""
+    from transformers import AutoConfig
+
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(f"VLM checkpoint {p} has no config.json")
+    hf_cfg = AutoConfig.from_pretrained(p, local_files_only=True)
+    if not hf_cfg.model_type.startswith("qwen"):
+        raise ValueError(f"VLM checkpoint {p} is a {hf_cfg.model_type!r} model, expected a Qwen one")
+    return hf_cfg
+
+
 def _load_backbone(cfg: VLMConfig, vocab_size: int) -> tuple[nn.Module, nn.Module]:
     """(decoder returning hidden states, lm_head) for the tiny config or a local checkpoint."""
-    from transformers import AutoConfig, AutoModelForCausalLM, Qwen3_5ForCausalLM
+    from transformers import AutoModelForCausalLM, Qwen3_5ForCausalLM
 
     if cfg.path is None:
         lm = Qwen3_5ForCausalLM(tiny_qwen35_config(cfg, vocab_size))
         return lm.model, lm.lm_head
-    path = Path(cfg.path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"VLM checkpoint {path} has no config.json")
-    hf_cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-    if not hf_cfg.model_type.startswith("qwen"):
-        raise ValueError(f"VLM checkpoint {path} is a {hf_cfg.model_type!r} model, expected a Qwen one")
-    if getattr(hf_cfg, "vision_config", None) is not None:
+    if getattr(_qwen_config(cfg.path), "vision_config", None) is not None:
         # A vision-language checkpoint: keep its language model and head; visual tokens come from our VAE.
         from transformers import AutoModelForImageTextToText
 
-        full = AutoModelForImageTextToText.from_pretrained(path, local_files_only=True)
+        full = AutoModelForImageTextToText.from_pretrained(cfg.path, local_files_only=True)
         return full.model.language_model, full.lm_head
-    lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    lm = AutoModelForCausalLM.from_pretrained(cfg.path, local_files_only=True)
     return lm.model, lm.lm_head
 
 
@@ -162,6 +169,8 @@ class StaircaseVLM(nn.Module):
     def __init__(self, config: VLMConfig, latent_channels: int, num_views: int) -> None:
         super().__init__()
         self.config = config
+        if config.path is not None:
+            _qwen_config(config.path)  # refuse a wrong path before loading anything
         self.tokenizer = load_tokenizer(config.path)
         self.decoder, self.lm_head = _load_backbone(config, len(self.tokenizer))
         hidden = self.decoder.config.hidden_size

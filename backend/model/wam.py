@@ -448,8 +448,9 @@ class WorldActionModel(nn.Module):
 
     def _decode(self, xv: torch.Tensor, obs_lat: torch.Tensor, cams: Mapping, length: int) -> dict[str, np.ndarray]:
         """Latents (1, V, C, F, h, w) -> cam -> (length + 1, H, W, 3) uint8; frame 0 is the observation."""
-        z = torch.cat([obs_lat, xv[:, :, :, 1:]], dim=3)  # keep the clean observation latent
-        video = self.vae.decode(z.flatten(0, 1))  # (V, 3, T, H, W)
+        needed = latent_frames(length + 1) + (1 if length % 4 else 0)  # latent frames covering frames 0..length
+        z = torch.cat([obs_lat, xv[:, :, :, 1:needed]], dim=3)  # keep the clean observation latent
+        video = self.vae.decode(z.flatten(0, 1))  # (V, 3, T, H, W); causal, so a prefix decodes alone
         frames = video_to_frames(video).cpu().numpy()  # (V, T, H, W, 3)
         names = list(cams) if len(cams) == frames.shape[0] else [f"view{i}" for i in range(frames.shape[0])]
         return {n: frames[i, : length + 1] for i, n in enumerate(names)}
