@@ -413,7 +413,7 @@ class PressButtons(Task):
         def pressed(name: str):
             return lambda e: e.button_depth(name) > S.BUTTON_PRESSED
 
-        names = ("press the first button named", "press the second", "press the third")
+        names = ("press the first button in the order", "press the second", "press the third")
         return [Stage(n, w, pressed(b)) for n, w, b in zip(names, (3, 3, 4), layout["order"])]
 
     def instruction(self, layout):
