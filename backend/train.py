@@ -9,9 +9,9 @@
 
 Stages chain through `--init CKPT` (vae -> denoiser -> unified); `--resume` continues a run
 from its own `OUT/checkpoint` with optimizer, EMA, step, data position and RNG restored, so
-2 steps + resume to 4 equals 4 steps. Under `torchrun` (WORLD_SIZE > 1) the model is
-wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU) and each rank takes every
-WORLD_SIZE-th sample of a shared order; rank 0 logs and saves.
+2 steps + resume to 4 equals 4 steps (single process). Under `torchrun` (WORLD_SIZE > 1) the
+model is wrapped in DistributedDataParallel (gloo on CPU, NCCL on GPU), each rank takes every
+WORLD_SIZE-th sample of a shared order and draws its own noise; rank 0 logs and saves.
 
 Outputs under OUT: `checkpoint/` (see backend.model.checkpoint) and `log.jsonl` (one line per
 logged step: losses, learning rate, samples/s).
@@ -266,8 +266,8 @@ def train(cfg: TrainConfig) -> dict:
         device = torch.device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)  # ranks draw different noise and timesteps
+    np.random.seed(cfg.seed + rank)
     out = Path(cfg.out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -307,6 +307,8 @@ def train(cfg: TrainConfig) -> dict:
         step = int(state["step"])
         stream.seek(int(state["epoch"]), int(state["offset"]))
         ema.load(load_tensors(source / EMA_FILE))
+        if world > 1:  # the saved RNG is rank 0's: give every rank its own stream again
+            torch.manual_seed(cfg.seed + rank + 7919 * step)
 
     net: nn.Module = model
     if world > 1:

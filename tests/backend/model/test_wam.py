@@ -1,0 +1,198 @@
+"""The world action model on real sim events: losses, staircase gradients, both inference paths,
+bad input, and a short overfit in which the validity channel learns event lengths."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from backend.data.samples import EventSamples, collate
+from backend.model.normalizer import Normalizer
+from backend.model.presets import get_preset
+from backend.model.wam import Objective, Observation, WorldActionModel, chunk_length
+
+RES = 32  # sim images and model input: 32x32 keeps these tests fast; the code path is the tiny preset's
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a shared 2-core machine oversubscribed OpenMP threads spin-wait."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def episode():
+    from robot.sim.experts import record_episode
+
+    return record_episode("pick_place_bin", 0, resolution=RES)
+
+
+def _normalizer(ep) -> Normalizer:
+    return Normalizer.from_stats({
+        "state": {"min": ep.states.min(0), "max": ep.states.max(0)},
+        "action": {"min": ep.actions.min(0), "max": ep.actions.max(0)},
+    })
+
+
+def _model(ep, seed: int = 0) -> WorldActionModel:
+    torch.manual_seed(seed)
+    return WorldActionModel(replace(get_preset("tiny"), image_size=RES), _normalizer(ep), ep.cameras)
+
+
+@pytest.fixture(scope="module")
+def model(episode) -> WorldActionModel:
+    return _model(episode)
+
+
+@pytest.fixture(scope="module")
+def batch(episode) -> dict:
+    samples = EventSamples([episode], caption_track="action")
+    return collate([samples[1], samples[2]])
+
+
+def _obs(ep, frame: int = 0) -> Observation:
+    return Observation({c: f[frame] for c, f in ep.frames.items()}, ep.states[frame], ep.cameras)
+
+
+def test_event_loss_trains_the_denoiser_only(model: WorldActionModel, batch: dict) -> None:
+    model.zero_grad()
+    parts = model(batch, "event")
+    assert set(parts) == {"video", "action", "validity", "loss"}
+    assert all(torch.isfinite(v) for v in parts.values())
+    parts["loss"].backward()
+    assert model.denoiser.action_head.head.weight.grad.abs().sum() > 0
+    assert model.denoiser.head.head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in model.vlm.parameters())  # event mode does not use the VLM
+
+
+def test_staircase_gradients_reach_the_vlm(episode, batch: dict) -> None:
+    """Unified mode: the action loss alone back-propagates through the staircase states into the VLM."""
+    model = _model(episode)
+    objective = Objective(uncond_prob=0.0)
+    # One optimizer step first: the zero-initialised output heads pass no gradient at all at init.
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+    model.zero_grad()
+    model(batch, "unified", loss_config=objective)["loss"].backward()
+    opt.step()
+    model.zero_grad()
+    parts = model(batch, "unified", loss_config=objective)
+    assert "caption" in parts and torch.isfinite(parts["caption"])  # action-track captions: next-event text
+    parts["action"].backward()
+    for i, layer in enumerate(model.vlm.decoder.layers):
+        norm = sum(p.grad.abs().sum() for p in layer.parameters() if p.grad is not None)
+        assert norm > 0, f"VLM layer {i} ({model.vlm.decoder.config.layer_types[i]}) got no gradient"
+    assert model.vlm.visual_proj[0].weight.grad.abs().sum() > 0
+    assert model.vlm.lm_head.weight.grad is None  # only the text loss reaches the text head
+
+
+def test_imagine_outputs(model: WorldActionModel, episode) -> None:
+    model.eval()
+    stream = list(model.imagine_stream(_obs(episode), "go over the blue block", steps=2, preview_every=1))
+    previews, final = stream[:-1], stream[-1]
+    assert [m["step"] for m in previews] == [1, 2] and "video" in previews[0]
+    r = final["result"]
+    assert r.mode == "event" and r.chunk.shape == (32, 7) and r.validity.shape == (32,)
+    assert r.length == chunk_length(r.validity) and r.actions.shape == (r.length, 7)
+    assert set(r.video) == {"front", "left", "right"}
+    assert all(v.shape == (r.length + 1, RES, RES, 3) and v.dtype == np.uint8 for v in r.video.values())
+    np.testing.assert_array_equal(r.video["front"][0].shape, episode.frames["front"][0].shape)
+    assert {"encode_s", "denoise_s", "decode_s", "total_s"} <= set(r.timings)
+
+    u = model.imagine(_obs(episode), episode.instruction, mode="unified", steps=2)
+    assert u.length == 16 and u.chunk.shape == (16, 7) and isinstance(u.proposed_event, str)
+    assert "vlm_s" in u.timings
+
+    again = model.predict_actions(_obs(episode), "go over the blue block", steps=3, seed=5)
+    same = model.predict_actions(_obs(episode), "go over the blue block", steps=3, seed=5)
+    np.testing.assert_array_equal(again.chunk, same.chunk)
+    assert again.video is None
+
+
+def test_action_only_path_is_exact(model: WorldActionModel, episode) -> None:
+    """The fast path (video keys computed once) equals joint denoising with the video held at t = 1."""
+    from backend.model.denoiser import i2v_condition
+    from backend.model.flow import euler_step, guided, sampling_schedule
+
+    model.eval()
+    steps, seed, text = 3, 7, "grasp"
+    fast = model.predict_actions(_obs(episode), text, steps=steps, seed=seed)
+
+    obs = _obs(episode)
+    with torch.no_grad():
+        images, state, cams = model._observation(obs)
+        lat = model.encode_video(images)  # (1, V, C, 1, h, w)
+        gen = torch.Generator().manual_seed(seed)
+        _, V, C, _, h, w = lat.shape
+        xv = torch.randn((1, V, C, 9, h, w), generator=gen)
+        xa = torch.randn((1, 32, 8), generator=gen)
+        ctx, mask = model.encode_text([text])
+        ctx, mask = ctx.repeat(2, 1, 1), torch.cat([mask, torch.zeros_like(mask)])
+        cond = i2v_condition(lat, 9).repeat(2, 1, 1, 1, 1, 1)
+        vmask = model.view_mask([cams], 9, V)
+        ts = sampling_schedule(steps, model.config.sampling_shift).tolist()
+        for i in range(steps):
+            _, va = model.denoiser(xv.repeat(2, 1, 1, 1, 1, 1), xa.repeat(2, 1, 1), torch.ones(2), torch.full((2,), ts[i]),
+                                   ctx, mask, state.repeat(2, 1), cond, vmask, None, compute_video=False)
+            xa = euler_step(xa, guided(va[:1], va[1:], model.config.guidance_scale), ts[i], ts[i + 1])
+    slow = model._finish(xa, "event", text, {"proposal": None, "timings": {}})
+    np.testing.assert_allclose(fast.chunk, slow.chunk, atol=1e-5)
+    np.testing.assert_allclose(fast.validity, slow.validity, atol=1e-5)
+
+
+def test_bad_input_is_refused(model: WorldActionModel, episode) -> None:
+    for text in ("", "   "):
+        with pytest.raises(ValueError, match="instruction is empty"):
+            model.imagine(_obs(episode), text)
+    with pytest.raises(ValueError, match="instruction is empty"):
+        model.predict_actions(_obs(episode), "", mode="unified")
+    obs = _obs(episode)
+    del obs.images["left"]
+    with pytest.raises(ValueError, match=r"lacks cameras \['left'\]"):
+        model.imagine(obs, "grasp")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        model.imagine(_obs(episode), "grasp", mode="fixed")
+    with pytest.raises(ValueError, match="horizon must be a multiple of 4"):
+        model.predict_actions(_obs(episode), "grasp", horizon=10)
+    bad = _obs(episode)
+    bad.state = np.full(7, np.nan)
+    with pytest.raises(ValueError, match="state must be 7 finite floats"):
+        model.predict_actions(bad, "grasp")
+
+
+def test_chunk_length_rule() -> None:
+    assert chunk_length(np.array([1.0, 0.5, -0.1, 1.0])) == 2  # up to the first drop below 0
+    assert chunk_length(np.array([0.3, 0.2])) == 2  # never drops: the whole chunk
+    assert chunk_length(np.array([-1.0, 1.0])) == 1  # at least one step
+
+
+@pytest.mark.slow
+def test_validity_channel_learns_event_lengths(episode) -> None:
+    """Overfit a handful of real sim events: predicted chunk lengths follow the events' lengths."""
+    samples = EventSamples([episode], caption_track="action")
+    picks = {s["caption"]: i for i, s in enumerate(samples[i] for i in range(len(samples)))}
+    chosen = ["let go", "grasp", "descend to grasp the blue block", "bring the blue block above the bin"]
+    batch = collate([samples[picks[c]] for c in chosen])
+    lengths = batch["length"].tolist()
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]  # short events first
+
+    model = _model(episode)
+    with torch.no_grad():
+        latents = model.encode_video(batch["video"])
+    opt = torch.optim.AdamW(model.denoiser.parameters(), lr=1e-3, weight_decay=0.0)
+    objective = Objective(video_noise_prob=0.3)
+    for _ in range(200):
+        loss = model(batch, "event", latents=latents, loss_config=objective)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    predicted = []
+    for caption in chosen:
+        event = next(e for e in episode.events if e.action == caption)
+        predicted.append(model.predict_actions(_obs(episode, event.start), caption, steps=10, guidance=1.0).length)
+    short, long = predicted[:2], predicted[2:]
+    assert max(short) < min(long), f"events of lengths {lengths} got chunks of {predicted}"

@@ -1,0 +1,115 @@
+"""Trainer: 2 steps + resume per recipe (exactly equal to an uninterrupted run), every stage,
+config errors, and a 2-process torchrun (DDP over gloo) run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from backend.model.checkpoint import EMA_FILE, MODEL_FILE, load_tensors, read_config
+from backend.train import CHECKPOINT_DIR, LOG_FILE, TrainConfig, iterate_log, lr_at, train
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """One real sim episode (8 events) written as a LeRobot v3 dataset."""
+    from backend.data.lerobot import write_dataset
+    from robot.sim.experts import record_episode
+
+    root = tmp_path_factory.mktemp("train") / "ds"
+    write_dataset(root, [record_episode("pick_place_bin", 0)])
+    return root
+
+
+def _cfg(dataset: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(dataset=str(dataset), out=str(out), batch_size=2, log_every=1, warmup_steps=2,
+                threads=1, progress=False, latent_cache=64)
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_tensors(run / CHECKPOINT_DIR / MODEL_FILE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["event", "fixed"])
+def test_two_steps_then_resume_equals_four_steps(dataset: Path, tmp_path: Path, recipe: str) -> None:
+    first = train(_cfg(dataset, tmp_path / "a", recipe=recipe, steps=2))
+    assert first["steps"] == 2 and read_config(tmp_path / "a" / CHECKPOINT_DIR)["step"] == 2
+    resumed = train(_cfg(dataset, tmp_path / "a", recipe=recipe, steps=4, resume=True))
+    straight = train(_cfg(dataset, tmp_path / "b", recipe=recipe, steps=4))
+    assert resumed["steps"] == straight["steps"] == 4
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the uninterrupted one"
+    assert resumed["losses"] == straight["losses"]
+    rows = list(iterate_log(tmp_path / "a" / LOG_FILE))
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all({"loss", "video", "action", "validity", "lr", "samples_per_s"} <= set(r) for r in rows)
+    cfg = read_config(tmp_path / "a" / CHECKPOINT_DIR)
+    assert cfg["recipe"] == recipe and cfg["stage"] == "denoiser" and cfg["preset"] == "tiny"
+    assert set(cfg["cameras"]) == {"front", "left", "right"}
+    assert set(cfg["normalizer"]) == {"state", "action"} and cfg["code_version"]
+    assert (tmp_path / "a" / CHECKPOINT_DIR / EMA_FILE).exists()
+
+
+@pytest.mark.slow
+def test_vae_then_unified_stages_chain(dataset: Path, tmp_path: Path) -> None:
+    vae = train(_cfg(dataset, tmp_path / "vae", stage="vae", steps=1, batch_size=1))
+    assert set(vae["losses"]) == {"loss", "l1", "mse", "kl"}
+    std = load_tensors(tmp_path / "vae" / CHECKPOINT_DIR / EMA_FILE)["vae.latents_std"]
+    assert not torch.equal(std, torch.ones_like(std))  # latents standardised after the VAE stage
+    uni = train(_cfg(dataset, tmp_path / "uni", stage="unified", steps=1, init=str(tmp_path / "vae" / CHECKPOINT_DIR)))
+    assert {"caption", "video", "action", "validity"} <= set(uni["losses"])
+    torch.testing.assert_close(_weights(tmp_path / "uni")["vae.latents_std"], std)  # frozen, carried over
+    uni2 = train(_cfg(dataset, tmp_path / "uni", stage="unified", steps=2, resume=True))
+    assert uni2["steps"] == 2
+    with pytest.raises(ValueError, match="trained with stage 'unified', this run asks for 'denoiser'"):
+        train(_cfg(dataset, tmp_path / "uni", stage="denoiser", steps=3, resume=True))
+
+
+def test_config_errors(dataset: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="did you mean 'event'"):
+        _cfg(dataset, tmp_path, recipe="evnt")
+    with pytest.raises(ValueError, match="unknown stage"):
+        _cfg(dataset, tmp_path, stage="policy")
+    with pytest.raises(ValueError, match="1 \\+ 4k"):
+        _cfg(dataset, tmp_path, vae_clip_frames=8)
+    with pytest.raises(ValueError, match="drop --init"):
+        _cfg(dataset, tmp_path, resume=True, init="x")
+    with pytest.raises(FileNotFoundError, match=r"config\.json is missing"):
+        train(_cfg(dataset, tmp_path / "nothing", resume=True, steps=1))
+    with pytest.raises(FileNotFoundError, match="not a LeRobot dataset"):
+        train(_cfg(tmp_path / "no_dataset", tmp_path / "x", steps=1))
+
+
+def test_learning_rate_schedule() -> None:
+    cfg = TrainConfig(dataset="d", out="o", lr=1.0, warmup_steps=10, steps=110)
+    assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
+    assert lr_at(cfg, 110) == pytest.approx(0.1)
+    assert all(lr_at(cfg, s) >= lr_at(cfg, s + 1) for s in range(10, 110))
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(dataset: Path, tmp_path: Path) -> None:
+    """`wallwm train` under torchrun: DDP over gloo with 2 CPU processes."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": "egl"}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "app.cli", "train", "--dataset", str(dataset), "--out", str(out), "--steps", "2",
+        "--batch-size", "1", "--log-every", "1", "--threads", "1", "--no-progress", "--no-balance",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout
+    rows = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(r["world_size"] == 2 for r in rows)
+    assert read_config(out / CHECKPOINT_DIR)["step"] == 2
+    assert all(torch.isfinite(t).all() for t in _weights(out).values() if t.is_floating_point())
