@@ -354,7 +354,8 @@ def train(cfg: TrainConfig) -> dict:
         bar.set_postfix(loss=f"{losses['loss']:.4f}")
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
             rate = samples_seen / max(time.perf_counter() - t_start, 1e-9)
-            row = {"step": step, **losses, "lr": lr_at(cfg, step - 1), "samples_per_s": rate, "world_size": world}
+            row = {"step": step, **losses, "lr": lr_at(cfg, step - 1), "samples_per_s": rate,
+                   "elapsed_s": time.perf_counter() - t_start, "world_size": world}
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         if step % cfg.save_every == 0 or step == cfg.steps:

@@ -407,12 +407,14 @@ class WorldActionModel(nn.Module):
         guidance: float | None = None,
         horizon: int | None = None,
         preview_every: int = 0,
+        full_video: bool = False,
     ) -> Iterator[dict]:
         """Joint video + action denoising, streamed.
 
         Yields {"type": "preview", "step", "steps", "actions" (H, 7), "validity" (H,)} after every
         step (clean estimates), plus "video" (cam -> frames) every `preview_every` steps when > 0,
-        then {"type": "final", "result": Imagination}.
+        then {"type": "final", "result": Imagination}. The video covers the chunk's steps, or
+        the whole horizon with `full_video` (also what is imagined past the event's end).
         """
         instruction, steps, guidance, horizon = self._resolve(instruction, mode, steps, guidance, horizon)
         t_start = time.perf_counter()
@@ -441,7 +443,7 @@ class WorldActionModel(nn.Module):
         p["timings"]["denoise_s"] = time.perf_counter() - t1
         result = self._finish(xa, mode, instruction, p)
         t2 = time.perf_counter()
-        result.video = self._decode(xv, obs_lat, p["cams"], result.length)
+        result.video = self._decode(xv, obs_lat, p["cams"], horizon if full_video else result.length)
         result.timings["decode_s"] = time.perf_counter() - t2
         result.timings["total_s"] = time.perf_counter() - t_start
         yield {"type": "final", "result": result}
