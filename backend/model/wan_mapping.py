@@ -132,19 +132,35 @@ def diffusers_kwargs(cfg: DenoiserConfig) -> dict:
     }
 
 
+_IMAGE_BRANCH = re.compile(r"^(img_emb\.|blocks\.\d+\.cross_attn\.(k_img|v_img|norm_k_img)\.)")
+
+
 def load_video_tower(
-    net: WorldActionDenoiser, state_dict: Mapping[str, torch.Tensor], names: str = "wan"
+    net: WorldActionDenoiser,
+    state_dict: Mapping[str, torch.Tensor],
+    names: str = "wan",
+    adapt_in_channels: bool = False,
 ) -> list[str]:
     """Load a Wan2.1 video tower (``names`` = ``"wan"`` or ``"diffusers"``) into ``net``.
 
     Every video-tower parameter must be present with the right shape; the denoiser's additions
-    (action tower, view embedding) keep their values. Returns the names left untouched.
-    Raises ValueError naming each missing, unexpected or mis-shaped tensor.
+    (action tower, view embedding) keep their values. Wan2.1-I2V's CLIP image branch
+    (``img_emb``, ``cross_attn.{k_img,v_img,norm_k_img}``) has no counterpart and is skipped; its
+    36 input channels are already our [noisy, mask, observation] layout. A text-to-video
+    checkpoint has 16 input channels: ``adapt_in_channels=True`` puts them first and zeroes the
+    conditioning channels' weights, so the loaded tower starts out as that model. Returns the
+    names left untouched. Raises ValueError naming each missing, unexpected or mis-shaped tensor.
     """
     if names not in ("wan", "diffusers"):
         raise ValueError(f"names must be 'wan' or 'diffusers', got {names!r}")
     sd = diffusers_to_wan(state_dict) if names == "diffusers" else dict(state_dict)
+    sd = {k: v for k, v in sd.items() if not _IMAGE_BRANCH.match(k)}
     own = net.state_dict()
+    key = "patch_embedding.weight"
+    if adapt_in_channels and key in sd and sd[key].shape[1] < own[key].shape[1]:
+        w = torch.zeros_like(own[key], dtype=sd[key].dtype)
+        w[:, : sd[key].shape[1]] = sd[key]
+        sd[key] = w
     tower = {k for k in own if not _ours_only(k)}
     problems = [f"missing {k} {tuple(own[k].shape)}" for k in sorted(tower - sd.keys())]
     problems += [f"unexpected {k}" for k in sorted(sd.keys() - own.keys())]

@@ -95,3 +95,29 @@ def test_load_reports_mismatch(pair):
         load_video_tower(WorldActionDenoiser(CFG), sd)
     with pytest.raises(ValueError, match=r"no Wan2\.1 name"):
         diffusers_to_wan_name("blocks.0.attn1.to_qkv.weight")
+
+
+def test_text_to_video_checkpoint_adapts_channels():
+    """A 16-channel (T2V) tower loads with zeroed conditioning weights and behaves as before."""
+    torch.manual_seed(0)
+    t2v_cfg = dataclasses.replace(CFG, in_channels=CFG.out_channels)
+    ref = WanTransformer3DModel(**diffusers_kwargs(t2v_cfg)).eval()
+    net = WorldActionDenoiser(CFG).eval()
+    with pytest.raises(ValueError, match=r"shape of patch_embedding\.weight"):
+        load_video_tower(net, ref.state_dict(), names="diffusers")
+    load_video_tower(net, ref.state_dict(), names="diffusers", adapt_in_channels=True)
+    video = torch.randn(1, 1, CFG.out_channels, 2, 4, 4)
+    cond = torch.randn(1, 1, CFG.cond_channels, 2, 4, 4)  # ignored by the zeroed weights
+    t, ctx = torch.tensor([0.5]), torch.randn(1, 3, CFG.text_dim)
+    with torch.no_grad():
+        expected = ref(video[:, 0], t * 1000, ctx, return_dict=False)[0]
+        got = net.encode_video(video, t, ctx, None, cond=cond, compute_video=True).velocity[:, 0]
+    assert (got - expected).abs().max() < 1e-4
+
+
+def test_image_branch_of_i2v_checkpoint_is_skipped():
+    ref = WanTransformer3DModel(**diffusers_kwargs(CFG), image_dim=32, added_kv_proj_dim=CFG.dim)
+    sd = diffusers_to_wan(ref.state_dict())
+    assert any(k.startswith("img_emb.") for k in sd) and "blocks.0.cross_attn.k_img.weight" in sd
+    untouched = load_video_tower(WorldActionDenoiser(CFG), sd)
+    assert "view_embedding" in untouched and all(k.startswith(("view_", "action_")) for k in untouched)
