@@ -121,3 +121,12 @@ def test_image_branch_of_i2v_checkpoint_is_skipped():
     assert any(k.startswith("img_emb.") for k in sd) and "blocks.0.cross_attn.k_img.weight" in sd
     untouched = load_video_tower(WorldActionDenoiser(CFG), sd)
     assert "view_embedding" in untouched and all(k.startswith(("view_", "action_")) for k in untouched)
+
+
+def test_bench_item_a_runs_on_identical_weights():
+    from backend.model.bench_kernels import video_tower_vs_diffusers
+
+    r = video_tower_vs_diffusers("tiny", (4, 4), 2, text_len=4, repeats=1)
+    assert r["tokens"] == 2 * 2 * 2 and r["max_abs_diff"] < 1e-4
+    assert r["ours_ms"] > 0 and r["diffusers_ms"] > 0
+    assert r["ratio"] == pytest.approx(r["diffusers_ms"] / r["ours_ms"])
