@@ -5,7 +5,8 @@ masked SDPA come from backend.model.bench_kernels. This module adds
 (c) action-only vs full imagination latency for one event (tiny preset, the sim's 3 views at
     64 px, one real observation): full = encode + joint video/action denoising + decoding the
     whole imagined horizon; action-only = encode + one video-tower pass + action steps;
-(d) training throughput in samples/s of the real trainer on recorded sim episodes.
+(d) training throughput in samples/s of the real trainer on a recorded sim episode, per stage
+    (the VAE stage trains on 9-frame clips of the 3 views).
 Latency does not depend on the weights, so an untrained model is timed unless --checkpoint
 is given.
 """
@@ -88,7 +89,7 @@ def training_throughput(dataset: Path, out: Path, steps: int, batch_size: int) -
     from backend.train import LOG_FILE, TrainConfig, iterate_log, train
 
     rows = []
-    for stage in ("denoiser", "unified"):
+    for stage in ("denoiser", "unified", "vae"):
         run = out / stage
         t0 = time.perf_counter()
         summary = train(TrainConfig(dataset=str(dataset), out=str(run), stage=stage, steps=steps,

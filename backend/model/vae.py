@@ -2,10 +2,10 @@
 
 Wan2.1 layout: time is compressed 4x and space 8x, and the first frame is encoded alone
 (causal convolutions), so T frames become `1 + (T - 1) // 4` latent frames and latent frame
-0 is the current observation. The `tiny` config (base_dim 16, z_dim 8) trains on a 2-core
-CPU at about 5 s per step for 3 views x 33 frames x 64x64 (measured with the command in
-docs/model_system.md), which is usable for the small datasets the studio records; the `wan*`
-presets use Wan2.1's own size so its released VAE weights map one to one.
+0 is the current observation. The `tiny` config (base_dim 16, z_dim 16, 2.6M parameters)
+trains on a 2-core CPU at the rate `wallwm bench model` reports for the vae stage (item d,
+docs/benchmarks.md); the `wan*` presets use Wan2.1's own size so its released VAE weights map
+one to one.
 
 The denoiser sees latents standardised per channel with `latents_mean` / `latents_std`
 buffers, fitted on training data after the VAE stage (`calibrate_`), so that unit-variance
