@@ -152,8 +152,9 @@ def run(args: argparse.Namespace):
         "|---|---|---|---|---|\n" + c_table + "\n\n"
         "### (d) Training throughput\n\n"
         "`backend.train.train` on one recorded sim episode (8 events, event recipe), AdamW + EMA, "
-        "frozen VAE with latents cached in the first epoch. Steady = the second half of the run "
-        "(overall includes the first epoch's VAE encoding and warm-up).\n\n"
+        "frozen VAE with latents cached in the first epoch (the vae stage trains the VAE itself on "
+        "9-frame clips of the 3 views). Steady = the second half of the run (overall includes the "
+        "first epoch's VAE encoding and warm-up).\n\n"
         "| stage | preset | batch | steps | steady samples/s | overall samples/s | threads |\n"
         "|---|---|---|---|---|---|---|\n" + d_table + "\n"
     )
