@@ -359,7 +359,7 @@ def train(cfg: TrainConfig) -> dict:
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            if objective == "vae" and step == cfg.steps:
+            if objective == "vae":  # every saved VAE carries latent statistics that fit it
                 _calibrate_latents(model, samples, cfg)
             if rank == 0:
                 train_state = {"step": step, "epoch": stream.epoch, "offset": stream.offset}
