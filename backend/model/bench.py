@@ -46,7 +46,7 @@ def _sim_dataset(root: Path) -> tuple[Path, object]:
 
 def action_only_vs_imagination(episode, repeats: int, steps: int, checkpoint: Path | None = None) -> list[dict]:
     """(c) Latency of both inference paths on one observation, per thread regime."""
-    from backend.model.bench_kernels import _interleaved
+    from backend.model.bench_kernels import interleaved
     from backend.model.presets import get_preset
     from backend.model.wam import Observation, WorldActionModel
 
@@ -65,7 +65,7 @@ def action_only_vs_imagination(episode, repeats: int, steps: int, checkpoint: Pa
                 "full": lambda: model.imagine(obs, EVENT_TEXT, steps=steps, full_video=True),
                 "action_only": lambda: model.predict_actions(obs, EVENT_TEXT, steps=steps),
             }
-            sec = _interleaved(fns, repeats)
+            sec = interleaved(fns, repeats)
             parts = model.imagine(obs, EVENT_TEXT, steps=steps, full_video=True).timings
             rows.append({
                 "regime": "1 thread, CPU time" if threads == 1 else f"{threads} threads, wall time",

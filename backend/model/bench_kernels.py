@@ -38,7 +38,7 @@ from robot.types import CameraCalib
 D_MIN, D_MAX = 0.05, 2.0
 
 
-def _interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
     """Best seconds per call of each function over ``repeats`` runs, timed in alternation.
 
     Process CPU time when torch runs on one thread (see module docstring), wall time otherwise.
@@ -99,7 +99,7 @@ def video_tower_vs_diffusers(
             "ours": lambda: ours.encode_video(video, t, ctx, None, cond=cond, compute_video=True),
             "diffusers": lambda: ref(x_ref, t * 1000, ctx, return_dict=False),
         }
-        sec = _interleaved(fns, repeats)
+        sec = interleaved(fns, repeats)
         diff = (ours.encode_video(video, t, ctx, None, cond=cond, compute_video=True).velocity[:, 0]
                 - ref(x_ref, t * 1000, ctx, return_dict=False)[0]).abs().max().item()
     tokens = frames * (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
@@ -130,7 +130,7 @@ def sight_cone_flex_vs_dense(
         out_flex = attention(q, k, v, flex)  # first call compiles
         compile_s = time.perf_counter() - t0
         err = (out_flex - attention(q, k, v, dense)).abs().max().item()
-        sec = _interleaved({
+        sec = interleaved({
             "flex": lambda: attention(q, k, v, flex),
             "dense": lambda: attention(q, k, v, dense),
             "full": lambda: F.scaled_dot_product_attention(q, k, v),

@@ -15,13 +15,10 @@ from backend.model.sight_cone import (
     sight_cone_mask,
     view_overlap,
 )
+from robot.sim.scene import CAMERA_RIG
 
-# The sim's fixed rig (robot/sim/scene.py CAMERA_RIG): position, look-at point, vertical fov.
-RIG = {
-    "front": ((0.46, 0.0, 0.50), (0.0, 0.0, 0.06), 42.0),
-    "left": ((0.08, 0.46, 0.50), (0.0, 0.0, 0.06), 42.0),
-    "right": ((0.08, -0.46, 0.50), (0.0, 0.0, 0.06), 42.0),
-}
+# The sim's fixed rig: position, look-at point, vertical fov per camera.
+RIG = CAMERA_RIG
 WS_MIN, WS_MAX = (-0.22, -0.22, 0.0), (0.22, 0.22, 0.30)
 D_MIN, D_MAX = 0.05, 2.0
 
