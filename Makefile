@@ -37,7 +37,7 @@ DEMO ?= runs/demo
 # Until the studio lands: the most useful end-to-end thing available — record a small
 # event-annotated dataset from the simulated robot and write its contact sheet.
 run: setup
-	$(BIN)/wallwm data generate --suite all --episodes 8 --out $(DEMO) --overwrite
+	$(BIN)/wallwm data generate --suite all --episodes 9 --out $(DEMO) --overwrite
 	$(BIN)/wallwm data show $(DEMO) --out $(DEMO)/contact_sheet.png
 	@echo "contact sheet: $(DEMO)/contact_sheet.png"
 

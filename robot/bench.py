@@ -69,6 +69,22 @@ def _serve_websocket(ports: Any, stop: Any) -> None:
     asyncio.run(main())
 
 
+def _serve_zmq_echo(ports: Any, stop: Any) -> None:
+    """The ZeroMQ twin of the websocket echo: decode the request, answer the same ack."""
+    import zmq
+
+    ctx = zmq.Context()
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    ports.put(router.bind_to_random_port("tcp://127.0.0.1"))
+    while not stop.is_set():
+        if router.poll(100):
+            identity, frame = router.recv_multipart()
+            msg = decode(frame)
+            router.send_multipart([identity, encode(ack(msg["msg_id"], "accepted", chunk_id=msg["chunk_id"]))])
+    ctx.destroy()
+
+
 def _percentiles(rtts: list[float]) -> tuple[float, float]:
     ms = np.asarray(rtts) * 1e3
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99))
@@ -144,6 +160,27 @@ def _bench_dealer(cmd: str, n: int, warmup: int, rng: np.random.Generator) -> di
     return {"zmq_dealer_rtt_p50_ms": p50, "zmq_dealer_rtt_p99_ms": p99}
 
 
+def _bench_zmq_echo(port: int, n: int, warmup: int, rng: np.random.Generator) -> dict[str, float]:
+    import zmq
+
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.linger = 0
+    s.connect(f"tcp://127.0.0.1:{port}")
+    rtts = []
+    for i in range(warmup + n):
+        msg = request("execute_chunk", chunk_id=f"c{i}", seq=i + 1, actions=_chunk(rng), dt=0.1)
+        t = time.perf_counter()
+        s.send(encode(msg))
+        reply = decode(s.recv())
+        if i >= warmup:
+            rtts.append(time.perf_counter() - t)
+        assert reply["ack_of"] == msg["msg_id"]
+    ctx.destroy()
+    p50, p99 = _percentiles(rtts)
+    return {"zmq_echo_rtt_p50_ms": p50, "zmq_echo_rtt_p99_ms": p99}
+
+
 def _bench_websocket(port: int, n: int, warmup: int, rng: np.random.Generator) -> dict[str, float]:
     from websockets.sync.client import connect
 
@@ -168,21 +205,24 @@ def run(args: argparse.Namespace):
         raise ValueError("--requests must be >= 1 and --warmup >= 0")
     ctx = mp.get_context("spawn")  # servers get a clean process: no inherited threads or sockets
     stop = ctx.Event()
-    zmq_ports, ws_ports = ctx.Queue(), ctx.Queue()
+    zmq_ports, ws_ports, echo_ports = ctx.Queue(), ctx.Queue(), ctx.Queue()
     procs = [
         ctx.Process(target=_serve_zmq, args=(args.robot, zmq_ports, stop), daemon=True),
         ctx.Process(target=_serve_websocket, args=(ws_ports, stop), daemon=True),
+        ctx.Process(target=_serve_zmq_echo, args=(echo_ports, stop), daemon=True),
     ]
     for p in procs:
         p.start()
     try:
         cmd, tel = zmq_ports.get(timeout=120)
         ws_port = ws_ports.get(timeout=60)
+        echo_port = echo_ports.get(timeout=60)
         rng = np.random.default_rng(0)
         numbers: dict[str, Any] = {"requests": args.requests, "chunk_shape": list(CHUNK_SHAPE), "robot": args.robot}
         numbers |= _bench_client(cmd, tel, args.requests, args.warmup, rng)
         numbers |= _bench_dealer(cmd, args.requests, args.warmup, rng)
         numbers |= _bench_websocket(ws_port, args.requests, args.warmup, rng)
+        numbers |= _bench_zmq_echo(echo_port, args.requests, args.warmup, rng)
     finally:
         stop.set()
         for p in procs:
@@ -191,6 +231,8 @@ def run(args: argparse.Namespace):
                 p.kill()
     numbers["websocket_over_zmq_p50"] = numbers["websocket_rtt_p50_ms"] / numbers["zmq_rtt_p50_ms"]
     numbers["websocket_over_zmq_p99"] = numbers["websocket_rtt_p99_ms"] / numbers["zmq_rtt_p99_ms"]
+    numbers["websocket_over_zmq_echo_p50"] = numbers["websocket_rtt_p50_ms"] / numbers["zmq_echo_rtt_p50_ms"]
+    numbers["websocket_over_zmq_echo_p99"] = numbers["websocket_rtt_p99_ms"] / numbers["zmq_echo_rtt_p99_ms"]
     n = numbers
     md = (
         f"`execute_chunk` ({CHUNK_SHAPE[0]}x{CHUNK_SHAPE[1]} float32) -> `accepted` round trip on loopback, "
@@ -199,9 +241,11 @@ def run(args: argparse.Namespace):
         "| transport | p50 (ms) | p99 (ms) |\n|---|---|---|\n"
         f"| ZeroMQ, `RobotClient` (workbench) | {n['zmq_rtt_p50_ms']:.3f} | {n['zmq_rtt_p99_ms']:.3f} |\n"
         f"| ZeroMQ, one DEALER socket | {n['zmq_dealer_rtt_p50_ms']:.3f} | {n['zmq_dealer_rtt_p99_ms']:.3f} |\n"
-        f"| websocket + msgpack echo (openpi's transport) | {n['websocket_rtt_p50_ms']:.3f} | {n['websocket_rtt_p99_ms']:.3f} |\n\n"
-        f"websocket / ZeroMQ (`RobotClient`): {n['websocket_over_zmq_p50']:.2f}x at p50, "
-        f"{n['websocket_over_zmq_p99']:.2f}x at p99. Telemetry received: {n['telemetry_hz']:.1f} Hz "
-        "(server publishes at 50 Hz; protocol floor 20 Hz)."
+        f"| websocket + msgpack echo (openpi's transport) | {n['websocket_rtt_p50_ms']:.3f} | {n['websocket_rtt_p99_ms']:.3f} |\n"
+        f"| ZeroMQ + msgpack echo (the same echo on our transport) | {n['zmq_echo_rtt_p50_ms']:.3f} | {n['zmq_echo_rtt_p99_ms']:.3f} |\n\n"
+        f"websocket / ZeroMQ (`RobotClient`, full robot server): {n['websocket_over_zmq_p50']:.2f}x at p50, "
+        f"{n['websocket_over_zmq_p99']:.2f}x at p99. Transport alone (echo vs echo): "
+        f"{n['websocket_over_zmq_echo_p50']:.2f}x at p50, {n['websocket_over_zmq_echo_p99']:.2f}x at p99. "
+        f"Telemetry received: {n['telemetry_hz']:.1f} Hz (server publishes at 50 Hz; protocol floor 20 Hz)."
     )
     return BenchResult(target="link", numbers=numbers, markdown=md)
