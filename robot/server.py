@@ -32,6 +32,7 @@ import numpy as np
 import zmq
 import zmq.auth.thread
 
+from robot.geometry import quat_to_rpy, rotation_angle, rpy_to_quat, slerp
 from robot.protocol import (
     PROTOCOL_VERSION,
     Mode,
@@ -90,34 +91,6 @@ class ServerConfig:
 # ---------------------------------------------------------------- safety geometry
 
 
-def rpy_to_quat(rpy: np.ndarray) -> np.ndarray:
-    """Roll, pitch, yaw (R = Rz(yaw) Ry(pitch) Rx(roll)) -> unit quaternion (w, x, y, z)."""
-    r, p, y = np.asarray(rpy, dtype=np.float64) / 2
-    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
-    return np.array(
-        [
-            cr * cp * cy + sr * sp * sy,
-            sr * cp * cy - cr * sp * sy,
-            cr * sp * cy + sr * cp * sy,
-            cr * cp * sy - sr * sp * cy,
-        ]
-    )
-
-
-def quat_to_rpy(q: np.ndarray) -> np.ndarray:
-    w, x, y, z = q
-    roll = math.atan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = math.asin(max(-1.0, min(1.0, 2 * (w * y - z * x))))
-    yaw = math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return np.array([roll, pitch, yaw])
-
-
-def rotation_angle(rpy_a: np.ndarray, rpy_b: np.ndarray) -> float:
-    """Geodesic angle (rad) between two orientations."""
-    d = abs(float(np.dot(rpy_to_quat(rpy_a), rpy_to_quat(rpy_b))))
-    return 2 * math.acos(min(1.0, d))
-
-
 @dataclass(frozen=True)
 class SafetyLimits:
     workspace_min: np.ndarray  # (3,) m
@@ -147,16 +120,8 @@ class SafetyLimits:
             return tgt[None]
         s = np.arange(1, n + 1) / n  # (n,) fractions of the way
         out = cur[None] + s[:, None] * (tgt - cur)[None]  # (n, 7): linear for xyz and gripper
-        q0, q1 = rpy_to_quat(cur[3:6]), rpy_to_quat(tgt[3:6])
-        if np.dot(q0, q1) < 0:  # shortest way round
-            q1 = -q1
-        omega = math.acos(min(1.0, float(np.dot(q0, q1))))
-        if omega > 1e-9:
-            for i, f in enumerate(s[:-1]):
-                q = (math.sin((1 - f) * omega) * q0 + math.sin(f * omega) * q1) / math.sin(omega)
-                out[i, 3:6] = quat_to_rpy(q)
-        else:
-            out[:, 3:6] = tgt[3:6]
+        quats = slerp(rpy_to_quat(cur[3:6]), rpy_to_quat(tgt[3:6]), s)  # (n, 4)
+        out[:, 3:6] = [quat_to_rpy(q) for q in quats]
         out[-1] = tgt
         return out
 

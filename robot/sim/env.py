@@ -14,6 +14,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
+from robot.geometry import quat_to_rpy, rpy_to_quat, slerp
 from robot.sim import scene as S
 from robot.sim.progress import TaskProgress
 from robot.sim.render import MultiViewRenderer
@@ -22,19 +23,6 @@ from robot.types import ACTION_DIM, CameraCalib
 
 # MuJoCo cameras look along -z with +y up; OpenCV looks along +z with +y down.
 _MJ_TO_CV = np.diag([1.0, -1.0, -1.0])
-
-
-def _slerp(q0: np.ndarray, q1: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """Quaternion slerp for an array of fractions ts (N,) -> (N, 4)."""
-    d = float(np.dot(q0, q1))
-    if d < 0:
-        q1, d = -q1, -d
-    if d > 0.9995:
-        q = q0[None] + ts[:, None] * (q1 - q0)[None]
-    else:
-        th = np.arccos(d)
-        q = (np.sin((1 - ts) * th)[:, None] * q0 + np.sin(ts * th)[:, None] * q1) / np.sin(th)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
 class SimEnv:
@@ -113,7 +101,7 @@ class SimEnv:
         self._apply_layout(rng)
         home = S.HOME.copy()
         d.mocap_pos[0] = home[:3]
-        d.mocap_quat[0] = S.rpy_to_quat(*home[3:6])
+        d.mocap_quat[0] = rpy_to_quat(home[3:6])
         adr = m.joint("gripper").qposadr[0]
         d.qpos[adr : adr + 3] = home[:3]
         d.qpos[adr + 3 : adr + 7] = d.mocap_quat[0]
@@ -136,7 +124,7 @@ class SimEnv:
         for name, item in self.layout["objects"].items():
             adr = m.joint(name).qposadr[0]
             d.qpos[adr : adr + 3] = np.asarray(item["pos"], float)
-            d.qpos[adr + 3 : adr + 7] = S.rpy_to_quat(0.0, 0.0, float(item.get("yaw", 0.0)))
+            d.qpos[adr + 3 : adr + 7] = rpy_to_quat((0.0, 0.0, float(item.get("yaw", 0.0))))
             self._set_rgba(name, item.get("colour"))
             # A parked (unused) slot floats out of sight without gravity or collisions.
             parked = bool(item.get("parked", False))
@@ -149,7 +137,7 @@ class SimEnv:
         for name, item in self.layout["fixtures"].items():
             b = self._bid[name]
             m.body_pos[b] = np.asarray(item["pos"], float)
-            m.body_quat[b] = S.rpy_to_quat(0.0, 0.0, float(item.get("yaw", 0.0)))
+            m.body_quat[b] = rpy_to_quat((0.0, 0.0, float(item.get("yaw", 0.0))))
             colour = item.get("colour")
             if colour is None:
                 continue
@@ -247,10 +235,10 @@ class SimEnv:
         a = self.clip_action(action)
         m, d = self.model, self.data
         p0, p1 = self._target[:3], a[:3]
-        q0 = S.rpy_to_quat(*self._target[3:6])
-        q1 = S.rpy_to_quat(*a[3:6])
+        q0 = rpy_to_quat(self._target[3:6])
+        q1 = rpy_to_quat(a[3:6])
         ts = np.arange(1, S.SUBSTEPS + 1) / S.SUBSTEPS
-        quats = _slerp(q0, q1, ts)
+        quats = slerp(q0, q1, ts)
         d.ctrl[:] = S.FINGER_OPEN + (S.FINGER_SQUEEZE - S.FINGER_OPEN) * a[6]
         for i, t in enumerate(ts):
             d.mocap_pos[0] = p0 + t * (p1 - p0)
@@ -267,7 +255,7 @@ class SimEnv:
     def state(self) -> np.ndarray:
         """(7,) float32: grip point x, y, z, roll, pitch, yaw, gripper closure (0 open .. 1 closed)."""
         b = self._bid["gripper"]
-        rpy = S.quat_to_rpy(self.data.xquat[b])
+        rpy = quat_to_rpy(self.data.xquat[b])
         opening = float(np.mean([self.data.qpos[a] for a in self._finger_q]))
         g = np.clip(1.0 - opening / S.FINGER_OPEN, 0.0, 1.0)
         return np.r_[self.data.xpos[b], rpy, g].astype(np.float32)
@@ -315,7 +303,7 @@ class SimEnv:
         return self.data.xpos[self._bid[name]].copy()
 
     def body_yaw(self, name: str) -> float:
-        return float(S.quat_to_rpy(self.data.xquat[self._bid[name]])[2])
+        return float(quat_to_rpy(self.data.xquat[self._bid[name]])[2])
 
     def body_zaxis(self, name: str) -> np.ndarray:
         return self.data.xmat[self._bid[name]].reshape(3, 3)[:, 2].copy()

@@ -148,28 +148,6 @@ def mat_to_quat(R: np.ndarray) -> np.ndarray:
     return q
 
 
-def rpy_to_quat(roll: float, pitch: float, yaw: float) -> np.ndarray:
-    """Quaternion (w, x, y, z) of R = Rz(yaw) Ry(pitch) Rx(roll)."""
-    cr, sr = np.cos(roll / 2), np.sin(roll / 2)
-    cp, sp = np.cos(pitch / 2), np.sin(pitch / 2)
-    cy, sy = np.cos(yaw / 2), np.sin(yaw / 2)
-    return np.array(
-        [
-            cr * cp * cy + sr * sp * sy,
-            sr * cp * cy - cr * sp * sy,
-            cr * sp * cy + sr * cp * sy,
-            cr * cp * sy - sr * sp * cy,
-        ]
-    )
-
-
-def quat_to_rpy(q: np.ndarray) -> np.ndarray:
-    """Inverse of `rpy_to_quat` (pitch in [-pi/2, pi/2])."""
-    w, x, y, z = q
-    roll = np.arctan2(2 * (w * x + y * z), 1 - 2 * (x * x + y * y))
-    pitch = np.arcsin(np.clip(2 * (w * y - z * x), -1.0, 1.0))
-    yaw = np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
-    return np.array([roll, pitch, yaw])
 
 
 def _f(v) -> str:

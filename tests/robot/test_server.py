@@ -15,10 +15,11 @@ import pytest
 import zmq
 
 from robot.client import LinkError, RejectedError, RobotClient
+from robot.geometry import rotation_angle
 from robot.kinematic import KinematicRobot
 from robot.protocol import Mode, decode, encode, request
 from robot.security import ClientKeys, load_client_keys, load_server_keys, make_keys
-from robot.server import RobotServer, SafetyLimits, ServerConfig, rotation_angle
+from robot.server import RobotServer, SafetyLimits, ServerConfig
 
 HOME = np.array([0.0, 0.0, 0.2, 0.0, 0.0, 0.0, 0.0], dtype=np.float32)
 
