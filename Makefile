@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBS := libusb-1.0-0 libegl1 libgl1 libglx-mesa0 libegl-mesa0 chromium ffmpeg
+DEBS := libusb-1.0-0 libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri chromium
 
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
