@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import select
 import threading
 import time
 import uuid
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -54,11 +55,16 @@ class ChunkHandle:
     seq: int
     accepted: dict[str, Any]
     finished: Future
+    client: RobotClient = field(repr=False)
 
     def result(self, timeout: float | None = None) -> dict[str, Any]:
-        """Wait for the final ack: status "done" or "aborted", executed_steps, clipped_steps."""
+        """Wait for the final ack: status "done" or "aborted", executed_steps, clipped_steps.
+
+        The caller collects the reply from the socket itself, so it returns as soon as the ack
+        arrives rather than at the background thread's next turn.
+        """
         try:
-            return self.finished.result(timeout)
+            return self.client.wait(self.finished, math.inf if timeout is None else timeout)
         except FutureTimeout:
             raise LinkError(f"chunk {self.chunk_id!r} not finished after {timeout} s") from None
 
@@ -293,7 +299,7 @@ class RobotClient:
             raise LinkError(f"no reply to execute_chunk within {timeout or self.timeout_s} s") from None
         if first.get("status") != "accepted":
             raise RejectedError("execute_chunk", first.get("reason", ""), first)
-        return ChunkHandle(chunk_id, msg["msg_id"], seq, first, p.final)
+        return ChunkHandle(chunk_id, msg["msg_id"], seq, first, p.final, self)
 
     # ------------------------------------------------------------ telemetry
 
