@@ -39,7 +39,6 @@ DEMO ?= runs/demo
 run: setup
 	$(BIN)/wallwm data generate --suite all --episodes 9 --out $(DEMO) --overwrite
 	$(BIN)/wallwm data show $(DEMO) --out $(DEMO)/contact_sheet.png
-	@echo "contact sheet: $(DEMO)/contact_sheet.png"
 
 test: setup
 	$(BIN)/ruff check .
