@@ -220,6 +220,20 @@ def _settled(e: SimEnv) -> bool:
     return bool(np.all(np.abs(e.data.qvel[dofs]) < 0.01))
 
 
+def close_fingers(r: ExpertRollout) -> Primitive:
+    """Shut the empty gripper first: a closed hand pushes and presses with its fingertips."""
+    return Primitive(
+        r.say.subtask("prepare"),
+        r.say.action("close"),
+        _hold,
+        1.0,
+        "arrive",
+        min_steps=3,
+        until=_gripper_closed,
+        max_steps=6,
+    )
+
+
 def release(r: ExpertRollout, subtask: str, retreat_z: float = 0.15) -> Iterator[Primitive]:
     """Open the gripper, then move straight up."""
     say = r.say
@@ -302,16 +316,7 @@ def plan_push(env: SimEnv, r: ExpertRollout) -> Iterator[Primitive]:
 
     u0 = direction(env)
     behind = env.body_pos("puck")[:2] - u0 * (pad + 0.03)
-    yield Primitive(
-        r.say.subtask("prepare"),
-        r.say.action("close"),
-        _hold,
-        1.0,
-        "arrive",
-        min_steps=3,
-        until=_gripper_closed,
-        max_steps=6,
-    )
+    yield close_fingers(r)
     yield Primitive(
         sub,
         r.say.action("move_behind", obj=puck),
@@ -395,16 +400,7 @@ def plan_buttons(env: SimEnv, r: ExpertRollout) -> Iterator[Primitive]:
     r.task_caption = r.say.task("buttons", *colours)
     cap_top = S.BUTTON_BASE_TOP + 2 * S.BUTTON_CAP_HALF
     touch_z = cap_top + FINGERTIP_BELOW_GRIP  # grip point when the fingertips touch the cap
-    yield Primitive(
-        r.say.subtask("prepare"),
-        r.say.action("close"),
-        _hold,
-        1.0,
-        "arrive",
-        min_steps=3,
-        until=_gripper_closed,
-        max_steps=6,
-    )
+    yield close_fingers(r)
     for b, c in zip(env.layout["order"], colours):
         name = f"{c} button"
         sub = r.say.subtask("press", obj=name)
