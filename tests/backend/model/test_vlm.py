@@ -8,14 +8,7 @@ from backend.model.vlm import StaircaseVLM, VLMConfig, _differentiable_cache
 SMALL = VLMConfig(hidden_size=64, num_heads=2, head_dim=32, num_kv_heads=1, intermediate_size=128,
                   linear_heads=2, linear_head_dim=16, num_layers=4, num_states=3, max_caption_tokens=8)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine oversubscribed OpenMP threads spin-wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,7 @@ from backend.model.wam import Objective, Observation, WorldActionModel, chunk_le
 
 RES = 32  # sim images and model input: 32x32 keeps these tests fast; the code path is the tiny preset's
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine oversubscribed OpenMP threads spin-wait."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
