@@ -393,6 +393,18 @@ class WorldActionModel(nn.Module):
         return Imagination(mode, instruction, chunk[:length], chunk, validity, length, None,
                            p["proposal"], p["timings"])
 
+    def _initial_noise(self, obs_lat: torch.Tensor, horizon: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Seeded noise for the future latents (1, V, C, F, h, w) and the chunk (1, horizon, 8).
+
+        Full imagination and the action-only path draw it the same way, so for a given seed both
+        start from the same noise.
+        """
+        gen = torch.Generator().manual_seed(int(seed))
+        _, V, C, _, h, w = obs_lat.shape
+        xv = torch.randn((1, V, C, latent_frames(horizon + 1), h, w), generator=gen).to(self.device)
+        xa = torch.randn((1, horizon, ACTION_DIM + 1), generator=gen).to(self.device)
+        return xv, xa
+
     def _split(self, v: torch.Tensor, guidance: float, use_cfg: bool) -> torch.Tensor:
         return guided(v[:1], v[1:], guidance) if use_cfg else v
 
@@ -420,11 +432,7 @@ class WorldActionModel(nn.Module):
         t_start = time.perf_counter()
         p = self._prepare(obs, instruction, mode, guidance, horizon)
         obs_lat, use_cfg = p["obs_lat"], p["use_cfg"]
-        gen = torch.Generator().manual_seed(int(seed))
-        _, V, C, _, h, w = obs_lat.shape
-        n_lat = latent_frames(horizon + 1)
-        xv = torch.randn((1, V, C, n_lat, h, w), generator=gen).to(self.device)
-        xa = torch.randn((1, horizon, ACTION_DIM + 1), generator=gen).to(self.device)
+        xv, xa = self._initial_noise(obs_lat, horizon, seed)
         rep = 2 if use_cfg else 1
         ts = sampling_schedule(steps, self.config.sampling_shift).tolist()
         t1 = time.perf_counter()
@@ -479,13 +487,10 @@ class WorldActionModel(nn.Module):
         instruction, steps, guidance, horizon = self._resolve(instruction, mode, steps, guidance, horizon)
         t_start = time.perf_counter()
         p = self._prepare(obs, instruction, mode, guidance, horizon)
-        obs_lat, use_cfg = p["obs_lat"], p["use_cfg"]
-        gen = torch.Generator().manual_seed(int(seed))
-        _, V, C, _, h, w = obs_lat.shape
-        n_lat = latent_frames(horizon + 1)
+        use_cfg = p["use_cfg"]
         rep = 2 if use_cfg else 1
-        xv = torch.randn((1, V, C, n_lat, h, w), generator=gen).to(self.device).repeat(rep, 1, 1, 1, 1, 1)
-        xa = torch.randn((1, horizon, ACTION_DIM + 1), generator=gen).to(self.device)
+        xv, xa = self._initial_noise(p["obs_lat"], horizon, seed)
+        xv = xv.repeat(rep, 1, 1, 1, 1, 1)
         t1 = time.perf_counter()
         kv = self.denoiser.encode_video(xv, torch.ones(rep, device=self.device), p["ctx"], p["ctx_mask"],
                                         p["cond"], p["vmask"], p["extra"], compute_video=False)
