@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     gen = data_sub.add_parser("generate", help="record expert demonstrations from the sim")
-    gen.add_argument("--suite", required=True, choices=["diverse", "reasoning", "dexterous", "generalization", "all"])
+    which = gen.add_mutually_exclusive_group(required=True)
+    which.add_argument("--suite", choices=["diverse", "reasoning", "dexterous", "generalization", "all"])
+    which.add_argument("--task", help="one task by name instead of a suite (tasks: docs/sim.md)")
     gen.add_argument("--episodes", type=int, required=True, help="episodes in all, spread over the suite's tasks")
     gen.add_argument("--out", type=Path, required=True, help="dataset directory (must be empty unless --overwrite)")
     gen.add_argument("--resolution", type=int, default=64, help="square frame size in pixels (default 64)")
@@ -40,8 +42,8 @@ def _generate(args: argparse.Namespace) -> int:
     from backend.data.lerobot import EventDataset
     from backend.data.show import summary
 
-    total = len(plan_episodes(args.suite, args.episodes, args.seed, args.split))
-    with tqdm(total=total, desc=f"recording {args.suite}", unit="ep") as bar:
+    total = len(plan_episodes(args.suite, args.episodes, args.seed, args.split, task=args.task))
+    with tqdm(total=total, desc=f"recording {args.suite or args.task}", unit="ep") as bar:
 
         def tick(spec) -> None:
             bar.set_postfix_str(f"{spec.task} seed {spec.seed}")
@@ -51,6 +53,7 @@ def _generate(args: argparse.Namespace) -> int:
             root = generate(
                 args.suite, args.episodes, args.out, resolution=args.resolution, seed=args.seed,
                 wrist=args.wrist, split=args.split, crf=args.crf, overwrite=args.overwrite, progress=tick,
+                task=args.task,
             )
         except FileExistsError as e:
             raise ValueError(f"{e} (add --overwrite)") from e

@@ -1,6 +1,6 @@
 """Record a suite's expert demonstrations from the MuJoCo sim into a LeRobot v3.0 dataset.
 
-Episodes are spread over the suite's tasks round-robin. Seeds follow the sim's fixed
+Episodes are spread over the suite's tasks round-robin (or all go to one `task`). Seeds follow the sim's fixed
 train/test split (`robot.sim.tasks.split`: every fifth seed is held out, and with the
 generalization tasks' `unseen` knob, test seeds draw held-out colours, orders, distractor
 shapes and lighting). By default only train seeds are recorded, so the test seeds stay
@@ -26,11 +26,17 @@ class EpisodeSpec:
     split: str
 
 
-def plan_episodes(suite: str, episodes: int, seed: int = 0, split: str = "train") -> list[EpisodeSpec]:
-    """Which (task, seed) to record: `episodes` spread over the suite's tasks, train first."""
+def plan_episodes(
+    suite: str | None, episodes: int, seed: int = 0, split: str = "train", task: str | None = None
+) -> list[EpisodeSpec]:
+    """Which (task, seed) to record: `episodes` spread over the suite's tasks (or one `task`), train first."""
     from robot.sim import tasks as sim_tasks
 
-    if suite not in SUITES:
+    if (suite is None) == (task is None):
+        raise ValueError("name either a suite or a task")
+    if task is not None:
+        sim_tasks.get_task(task)  # "did you mean" on a typo
+    elif suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; suites are {SUITES}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
@@ -38,7 +44,7 @@ def plan_episodes(suite: str, episodes: int, seed: int = 0, split: str = "train"
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
-    names = sim_tasks.tasks_in(suite)
+    names = [task] if task is not None else sim_tasks.tasks_in(suite)
     wanted = ("train", "test") if split == "all" else (split,)
     seeds: dict[tuple[str, str], list[int]] = {(n, w): [] for n in names for w in ("train", "test")}
     for k, name in enumerate(names):
@@ -60,7 +66,7 @@ def plan_episodes(suite: str, episodes: int, seed: int = 0, split: str = "train"
 
 
 def generate(
-    suite: str,
+    suite: str | None,
     episodes: int,
     out: str | Path,
     resolution: int = 64,
@@ -70,6 +76,7 @@ def generate(
     crf: int = 18,
     overwrite: bool = False,
     progress: Callable[[EpisodeSpec], None] | None = None,
+    task: str | None = None,
 ) -> Path:
     """Record and write the dataset; `progress` is called after each episode."""
     from backend.data.lerobot import DatasetWriter
@@ -78,9 +85,10 @@ def generate(
 
     if resolution < 16 or resolution > 256 or resolution % 2:
         raise ValueError(f"--resolution must be an even number of pixels in [16, 256], got {resolution}")
-    specs = plan_episodes(suite, episodes, seed, split)
+    specs = plan_episodes(suite, episodes, seed, split, task=task)
     generation = {
         "suite": suite,
+        "task": task,
         "resolution": resolution,
         "wrist": wrist,
         "seeds": {s: sorted({(e.task, e.seed) for e in specs if e.split == s}) for s in ("train", "test")},
