@@ -423,8 +423,10 @@ class WorldActionModel(nn.Module):
     ) -> Iterator[dict]:
         """Joint video + action denoising, streamed.
 
-        Yields {"type": "preview", "step", "steps", "actions" (H, 7), "validity" (H,)} after every
-        step (clean estimates), plus "video" (cam -> frames) every `preview_every` steps when > 0,
+        Yields {"type": "preview", "step", "steps", "actions" (H, 7), "validity" (H,), "latents"
+        (1, V, C, F, h, w), "obs_latents" (1, V, C, 1, h, w)} after every step (clean estimates;
+        the latents let a caller draw a cheap preview without the VAE decoder), plus "video"
+        (cam -> frames) every `preview_every` steps when > 0,
         then {"type": "final", "result": Imagination}. The video covers the chunk's steps, or
         the whole horizon with `full_video` (also what is imagined past the event's end).
         """
@@ -442,10 +444,11 @@ class WorldActionModel(nn.Module):
                                    p["ctx_mask"], p["state"], p["cond"], p["vmask"], p["extra"])
             vv, va = self._split(vv, guidance, use_cfg), self._split(va, guidance, use_cfg)
             preview = self._finish(predict_x0(xa, va, t[:1]), mode, instruction, p)
+            x0v = predict_x0(xv, vv, t[:1])  # (1, V, C, F, h, w) clean-latent estimate
             msg = {"type": "preview", "step": i + 1, "steps": steps, "actions": preview.chunk,
-                   "validity": preview.validity}
+                   "validity": preview.validity, "latents": x0v, "obs_latents": obs_lat}
             if preview_every > 0 and (i + 1) % preview_every == 0 and i + 1 < steps:
-                msg["video"] = self._decode(predict_x0(xv, vv, t[:1]), obs_lat, p["cams"], preview.length)
+                msg["video"] = self._decode(x0v, obs_lat, p["cams"], preview.length)
             yield msg
             xv, xa = euler_step(xv, vv, ts[i], ts[i + 1]), euler_step(xa, va, ts[i], ts[i + 1])
         p["timings"]["denoise_s"] = time.perf_counter() - t1
