@@ -12,10 +12,12 @@ LeRobot stores language next to frames in two optional list-of-struct columns:
 Row fields: role, content, style, timestamp (persistent only), camera, tool_calls.
 
 An event becomes one persistent row per caption track, stamped with the event's first
-frame. `subtask` and `motion` are LeRobot core styles; `task` and `action` are styles this
-project adds (LeRobot's registry is extensible). The plan is a `plan` row at t=0 (and a new
-one whenever an operator edits it), one instruction per line. Operator edits are
-`interjection` rows in `language_events`; takeovers are the per-frame `intervention` column.
+frame. Three tracks map onto LeRobot core styles (`task` -> `task_aug`, `subtask`,
+`segment` -> `motion`); the `action` track has no core counterpart and is the one style this
+project adds, declared to an installed LeRobot with `register_lerobot_styles()` as LeRobot
+documents for project-local styles. The plan is a `plan` row at t=0 (and a `user` one
+whenever an operator edits it), one instruction per line. Operator edits are `interjection`
+rows in `language_events`; takeovers are the per-frame `intervention` column.
 """
 
 from __future__ import annotations
@@ -33,10 +35,41 @@ LANGUAGE_PERSISTENT = "language_persistent"
 LANGUAGE_EVENTS = "language_events"
 
 # caption track -> LeRobot style. "segment" is a robot-frame motion ("descend 4 cm"), which is
-# exactly LeRobot's `motion` style; `task` and `action` have no core style and are added.
-TRACK_STYLES: dict[str, str] = {"task": "task", "subtask": "subtask", "action": "action", "segment": "motion"}
+# exactly LeRobot's `motion`; the task track is the whole instruction said by the user, which
+# LeRobot keeps as `task_aug` (role user; its `${task}` binding renders it). An action-level
+# instruction ("lower the gripper onto the green button") has no core style: `action` is added.
+TRACK_STYLES: dict[str, str] = {
+    "task": "task_aug",
+    "subtask": "subtask",
+    "action": "action",
+    "segment": "motion",
+}
 STYLE_TRACKS: dict[str, str] = {v: k for k, v in TRACK_STYLES.items()}
-TRACK_ROLES: dict[str, str] = {"task": "user", "subtask": "assistant", "action": "assistant", "segment": "assistant"}
+# Persistent styles of ours that LeRobot's core registry lacks.
+EXTENDED_STYLES: tuple[str, ...] = ("action",)
+TRACK_ROLES: dict[str, str] = {
+    "task": "user",
+    "subtask": "assistant",
+    "action": "assistant",
+    "segment": "assistant",
+}
+
+
+def register_lerobot_styles() -> None:
+    """Declare `EXTENDED_STYLES` to the installed LeRobot (>= 0.6) so its resolvers accept them.
+
+    LeRobot's resolvers (`active_at(t, style=action)`, recipe bindings) raise "Unknown
+    language style" for a style outside its registry. Its documented extension point is to
+    add project-local styles at import time to `EXTENDED_STYLES` (the registry) and to
+    `PERSISTENT_STYLES` (which column they live in). Idempotent. LeRobot is not a
+    dependency of this project; only code that already uses it calls this.
+    """
+    from lerobot.datasets import language as lerobot_language
+
+    for style in EXTENDED_STYLES:
+        lerobot_language.EXTENDED_STYLES.add(style)
+        lerobot_language.STYLE_REGISTRY.add(style)  # the union LeRobot computed at import
+        lerobot_language.PERSISTENT_STYLES.add(style)
 
 
 def _row_type(json_type: pa.DataType, timestamp: bool) -> pa.StructType:
@@ -79,7 +112,14 @@ class Interjection:
 
 
 def _row(role: str, content: str, style: str, timestamp: float) -> dict:
-    return {"role": role, "content": content, "style": style, "timestamp": float(timestamp), "camera": None, "tool_calls": None}
+    return {
+        "role": role,
+        "content": content,
+        "style": style,
+        "timestamp": float(timestamp),
+        "camera": None,
+        "tool_calls": None,
+    }
 
 
 def format_plan(plan: Sequence[str]) -> str:
@@ -88,11 +128,16 @@ def format_plan(plan: Sequence[str]) -> str:
 
 
 def parse_plan(content: str) -> list[str]:
-    return [re.sub(r"^\s*\d+[.)]\s*", "", line).strip() for line in content.splitlines() if line.strip()]
+    return [
+        re.sub(r"^\s*\d+[.)]\s*", "", line).strip() for line in content.splitlines() if line.strip()
+    ]
 
 
 def persistent_rows(
-    events: Sequence[Event], fps: int, plan: Sequence[str] = (), plan_updates: Sequence[tuple[int, Sequence[str]]] = ()
+    events: Sequence[Event],
+    fps: int,
+    plan: Sequence[str] = (),
+    plan_updates: Sequence[tuple[int, Sequence[str]]] = (),
 ) -> list[dict]:
     """The episode's `language_persistent` list (identical on every frame), in time order."""
     rows = []
@@ -113,8 +158,18 @@ def event_rows(length: int, interjections: Sequence[Interjection] = ()) -> list[
     out: list[list[dict]] = [[] for _ in range(length)]
     for item in interjections:
         if not 0 <= item.frame < length:
-            raise ValueError(f"interjection at frame {item.frame} is outside the episode [0, {length})")
-        out[item.frame].append({"role": "user", "content": item.text, "style": "interjection", "camera": None, "tool_calls": None})
+            raise ValueError(
+                f"interjection at frame {item.frame} is outside the episode [0, {length})"
+            )
+        out[item.frame].append(
+            {
+                "role": "user",
+                "content": item.text,
+                "style": "interjection",
+                "camera": None,
+                "tool_calls": None,
+            }
+        )
     return out
 
 
@@ -127,7 +182,9 @@ def events_from_rows(
     end). A track without a row at that time (e.g. a dataset annotated with subtasks only)
     falls back to the subtask text, the task track to the episode's task.
     """
-    subtasks = sorted((r for r in rows if r.get("style") == "subtask"), key=lambda r: r["timestamp"])
+    subtasks = sorted(
+        (r for r in rows if r.get("style") == "subtask"), key=lambda r: r["timestamp"]
+    )
     if not subtasks:
         return []
     starts = [min(max(round(float(r["timestamp"]) * fps), 0), length - 1) for r in subtasks]
@@ -137,8 +194,8 @@ def events_from_rows(
         if end <= starts[k]:
             raise ValueError(f"subtask rows at frames {starts[k]} and {end} do not make an event")
         frame = round(float(row["timestamp"]) * fps)
-        same_time = {  # rows of the other tracks stamped on the same frame
-            r.get("style"): r.get("content") or ""
+        same_time = {  # track -> content of the rows stamped on the same frame
+            STYLE_TRACKS[r.get("style")]: r.get("content") or ""
             for r in rows
             if round(float(r["timestamp"]) * fps) == frame and r.get("style") in STYLE_TRACKS
         }
@@ -150,17 +207,20 @@ def events_from_rows(
                 task=same_time.get("task") or task,
                 subtask=sub,
                 action=same_time.get("action") or sub,
-                segment=same_time.get("motion") or sub,
+                segment=same_time.get("segment") or sub,
                 boundary=boundaries[k] if boundaries is not None and k < len(boundaries) else "",
             )
         )
     return events
 
 
-def plans_from_rows(rows: Sequence[dict]) -> list[tuple[float, list[str]]]:
-    """Every `plan` row as (timestamp, instructions), in time order."""
-    plans = [r for r in rows if r.get("style") == "plan"]
-    return [(float(r["timestamp"]), parse_plan(r.get("content") or "")) for r in sorted(plans, key=lambda r: r["timestamp"])]
+def plans_from_rows(rows: Sequence[dict], role: str | None = None) -> list[tuple[float, list[str]]]:
+    """Every `plan` row (of `role`, when given) as (timestamp, instructions), in time order."""
+    plans = [r for r in rows if r.get("style") == "plan" and role in (None, r.get("role"))]
+    return [
+        (float(r["timestamp"]), parse_plan(r.get("content") or ""))
+        for r in sorted(plans, key=lambda r: r["timestamp"])
+    ]
 
 
 def interjections_from_column(column: Sequence[Sequence[dict] | None]) -> list[Interjection]:

@@ -67,7 +67,16 @@ DEFAULT_FEATURES = {
     "task_index": {"dtype": "int64", "shape": [1], "names": None},
 }
 # Numeric per-step features whose statistics go to stats.json (images are added per camera).
-_STATS_FEATURES = (STATE_KEY, ACTION_KEY, PROGRESS_KEY, "timestamp", "frame_index", "episode_index", "index", "task_index")
+_STATS_FEATURES = (
+    STATE_KEY,
+    ACTION_KEY,
+    PROGRESS_KEY,
+    "timestamp",
+    "frame_index",
+    "episode_index",
+    "index",
+    "task_index",
+)
 
 
 def video_key(camera: str) -> str:
@@ -76,14 +85,16 @@ def video_key(camera: str) -> str:
 
 def camera_name(key: str) -> str:
     """`observation.images.front` -> `front`; LeRobot's single-camera `observation.image` -> `image`."""
-    return key[len(IMAGE_PREFIX):] if key.startswith(IMAGE_PREFIX) else key.rsplit(".", 1)[-1]
+    return key[len(IMAGE_PREFIX) :] if key.startswith(IMAGE_PREFIX) else key.rsplit(".", 1)[-1]
 
 
 # ---------------------------------------------------------------------------------------------
 # statistics (LeRobot's layout: per feature min/max/mean/std with the feature's shape, count (1,))
 
 
-def _array_stats(x: np.ndarray, axis: tuple[int, ...], keepdims: bool = False) -> dict[str, np.ndarray]:
+def _array_stats(
+    x: np.ndarray, axis: tuple[int, ...], keepdims: bool = False
+) -> dict[str, np.ndarray]:
     x = x.astype(np.float64)
     return {
         "min": x.min(axis=axis, keepdims=keepdims),
@@ -101,7 +112,9 @@ def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
     """
     pixels = frames.reshape(-1, 3)
     levels = np.arange(256) / 255.0
-    hist = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(3)]).astype(np.float64)  # (3, 256)
+    hist = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(3)]).astype(
+        np.float64
+    )  # (3, 256)
     n = hist.sum(1)
     mean = hist @ levels / n
     var = (hist * (levels[None] - mean[:, None]) ** 2).sum(1) / n
@@ -109,10 +122,18 @@ def image_stats(frames: np.ndarray) -> dict[str, np.ndarray]:
     lo = levels[nonzero.argmax(1)]
     hi = levels[255 - nonzero[:, ::-1].argmax(1)]
     shape = (3, 1, 1)
-    return {"min": lo.reshape(shape), "max": hi.reshape(shape), "mean": mean.reshape(shape), "std": np.sqrt(var).reshape(shape), "count": np.array([len(frames)])}
+    return {
+        "min": lo.reshape(shape),
+        "max": hi.reshape(shape),
+        "mean": mean.reshape(shape),
+        "std": np.sqrt(var).reshape(shape),
+        "count": np.array([len(frames)]),
+    }
 
 
-def aggregate_stats(stats: Sequence[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[str, np.ndarray]]:
+def aggregate_stats(
+    stats: Sequence[dict[str, dict[str, np.ndarray]]],
+) -> dict[str, dict[str, np.ndarray]]:
     """Merge per-episode stats: count-weighted mean, pooled variance (within + between)."""
     out: dict[str, dict[str, np.ndarray]] = {}
     for key in {k for s in stats for k in s}:
@@ -177,10 +198,14 @@ class DatasetWriter:
         self.root = Path(root)
         if self.root.exists() and any(self.root.iterdir()):
             if not overwrite:
-                raise FileExistsError(f"{self.root} is not empty; pass overwrite=True to replace it")
+                raise FileExistsError(
+                    f"{self.root} is not empty; pass overwrite=True to replace it"
+                )
             foreign = {p.name for p in self.root.iterdir()} - {"meta", "data", "videos", "images"}
             if foreign:  # only ever delete what looks like a (possibly half-written) dataset
-                raise ValueError(f"refusing to overwrite {self.root}: it holds {sorted(foreign)}, not a dataset")
+                raise ValueError(
+                    f"refusing to overwrite {self.root}: it holds {sorted(foreign)}, not a dataset"
+                )
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.fps, self.robot_type, self.crf = int(fps), robot_type, int(crf)
@@ -211,7 +236,9 @@ class DatasetWriter:
         if episode.fps != self.fps:
             raise ValueError(f"episode fps {episode.fps} != dataset fps {self.fps}")
         if self._splits and split != self._splits[-1] and split in self._splits:
-            raise ValueError(f"split {split!r} was already closed; add the episodes of each split together")
+            raise ValueError(
+                f"split {split!r} was already closed; add the episodes of each split together"
+            )
         cams = list(episode.frames)
         if self._cameras is None:
             if not cams:
@@ -221,18 +248,28 @@ class DatasetWriter:
             raise ValueError(f"episode cameras {cams} != dataset cameras {self._cameras}")
         T = episode.length
         index = len(self._episodes)
-        flags = np.zeros(T, dtype=bool) if intervention is None else np.asarray(intervention, dtype=bool)
+        flags = (
+            np.zeros(T, dtype=bool)
+            if intervention is None
+            else np.asarray(intervention, dtype=bool)
+        )
         if flags.shape != (T,):
             raise ValueError(f"intervention must be ({T},) bool, got {flags.shape}")
         for cam in cams:  # check everything before anything is written
             if episode.frames[cam].shape[1:3] != self._sizes[cam]:
-                raise ValueError(f"camera {cam!r}: frames are {episode.frames[cam].shape[1:3]}, dataset has {self._sizes[cam]}")
+                raise ValueError(
+                    f"camera {cam!r}: frames are {episode.frames[cam].shape[1:3]}, dataset has {self._sizes[cam]}"
+                )
         said = language.event_rows(T, interjections)
         late = [f for f, _ in plan_updates if not 0 <= f < T]
         if late:
             raise ValueError(f"plan updates at frames {late} are outside the episode [0, {T})")
         task_index = self._tasks.setdefault(episode.instruction, len(self._tasks))
-        progress = np.full(T, -1, np.int64) if episode.progress is None else np.asarray(episode.progress, np.int64)
+        progress = (
+            np.full(T, -1, np.int64)
+            if episode.progress is None
+            else np.asarray(episode.progress, np.int64)
+        )
 
         # Per-step table: the persistent language list is the same on every frame of an episode.
         persistent = language.persistent_rows(episode.events, self.fps, episode.plan, plan_updates)
@@ -258,7 +295,9 @@ class DatasetWriter:
         arrays.append(language.events_array(said))
         self._data.write_table(pa.Table.from_arrays(arrays, schema=schema))
 
-        ep_stats = {k: _array_stats(np.asarray(v).reshape(T, -1), axis=(0,)) for k, v in columns.items()}
+        ep_stats = {
+            k: _array_stats(np.asarray(v).reshape(T, -1), axis=(0,)) for k, v in columns.items()
+        }
         ep = {
             "episode_index": index,
             "tasks": [episode.instruction],
@@ -272,7 +311,12 @@ class DatasetWriter:
             frames = episode.frames[cam]
             t0, t1 = self._videos[cam].add_episode(frames)
             key = video_key(cam)
-            ep |= {f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": 0, f"videos/{key}/from_timestamp": t0, f"videos/{key}/to_timestamp": t1}
+            ep |= {
+                f"videos/{key}/chunk_index": 0,
+                f"videos/{key}/file_index": 0,
+                f"videos/{key}/from_timestamp": t0,
+                f"videos/{key}/to_timestamp": t1,
+            }
             ep_stats[key] = image_stats(frames)
             calib = episode.cameras.get(cam)
             ep[f"calibration/{key}"] = json.dumps(calib.to_dict()) if calib is not None else None
@@ -301,11 +345,15 @@ class DatasetWriter:
         for cam in self._cameras:
             _, h, w, _ = episode.frames[cam].shape
             self._sizes[cam] = (h, w)
-            path = self.root / VIDEO_PATH.format(video_key=video_key(cam), chunk_index=0, file_index=0)
+            path = self.root / VIDEO_PATH.format(
+                video_key=video_key(cam), chunk_index=0, file_index=0
+            )
             self._videos[cam] = VideoWriter(path, self.fps, w, h, crf=self.crf)
         path = self.root / DATA_PATH.format(chunk_index=0, file_index=0)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._data = pq.ParquetWriter(path, _data_schema(episode.states.shape[1], episode.actions.shape[1]))
+        self._data = pq.ParquetWriter(
+            path, _data_schema(episode.states.shape[1], episode.actions.shape[1])
+        )
 
     def finalize(self) -> Path:
         """Close the files and write meta/ (info, tasks, episodes, stats). Idempotent."""
@@ -319,7 +367,10 @@ class DatasetWriter:
         self._finalized = True
 
         (self.root / "meta").mkdir(exist_ok=True)
-        tasks = pd.DataFrame({"task_index": list(self._tasks.values())}, index=pd.Index(list(self._tasks), name="task"))
+        tasks = pd.DataFrame(
+            {"task_index": list(self._tasks.values())},
+            index=pd.Index(list(self._tasks), name="task"),
+        )
         tasks.to_parquet(self.root / TASKS_PATH)
         ep_path = self.root / EPISODES_PATH.format(chunk_index=0, file_index=0)
         ep_path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,12 +390,27 @@ class DatasetWriter:
         features: dict[str, dict] = {}
         for cam in self._cameras:
             h, w = self._sizes[cam]
-            path = self.root / VIDEO_PATH.format(video_key=video_key(cam), chunk_index=0, file_index=0)
-            features[video_key(cam)] = {"dtype": "video", "shape": [h, w, 3], "names": ["height", "width", "channels"], "info": video_info(path)}
+            path = self.root / VIDEO_PATH.format(
+                video_key=video_key(cam), chunk_index=0, file_index=0
+            )
+            features[video_key(cam)] = {
+                "dtype": "video",
+                "shape": [h, w, 3],
+                "names": ["height", "width", "channels"],
+                "info": video_info(path),
+            }
         state_dim = len(first[f"stats/{STATE_KEY}/mean"])
         action_dim = len(first[f"stats/{ACTION_KEY}/mean"])
-        features[STATE_KEY] = {"dtype": "float32", "shape": [state_dim], "names": list(STATE_NAMES) if state_dim == len(STATE_NAMES) else None}
-        features[ACTION_KEY] = {"dtype": "float32", "shape": [action_dim], "names": list(ACTION_NAMES) if action_dim == len(ACTION_NAMES) else None}
+        features[STATE_KEY] = {
+            "dtype": "float32",
+            "shape": [state_dim],
+            "names": list(STATE_NAMES) if state_dim == len(STATE_NAMES) else None,
+        }
+        features[ACTION_KEY] = {
+            "dtype": "float32",
+            "shape": [action_dim],
+            "names": list(ACTION_NAMES) if action_dim == len(ACTION_NAMES) else None,
+        }
         features[PROGRESS_KEY] = {"dtype": "int64", "shape": [1], "names": None}
         features[INTERVENTION_KEY] = {"dtype": "bool", "shape": [1], "names": None}
         features |= DEFAULT_FEATURES
@@ -395,7 +461,13 @@ def _json_default(value: object) -> object:
     raise TypeError(f"variation value {value!r} is not JSON-serialisable")
 
 
-def write_dataset(root: str | Path, episodes: Iterable[Episode], fps: int | None = None, splits: Sequence[str] | None = None, **kwargs) -> Path:
+def write_dataset(
+    root: str | Path,
+    episodes: Iterable[Episode],
+    fps: int | None = None,
+    splits: Sequence[str] | None = None,
+    **kwargs,
+) -> Path:
     """Write episodes (all of one fps) to `root` in one go; `splits` labels each episode."""
     episodes = list(episodes)
     if not episodes:
@@ -447,12 +519,16 @@ class EventDataset:
         self._episodes = table.to_pandas().sort_values("episode_index").reset_index(drop=True)
         stats_path = self.root / STATS_PATH
         raw = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-        self.stats: dict[str, dict[str, np.ndarray]] = {k: {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items()}
+        self.stats: dict[str, dict[str, np.ndarray]] = {
+            k: {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items()
+        }
         self._tables: dict[str, pa.Table] = {}
         self._cache: OrderedDict[int, Episode] = OrderedDict()
         self._cache_size = cache_episodes
         # LeRobot datasets have no subtask rows (or no language columns at all).
-        self.has_events = bool(language.LANGUAGE_PERSISTENT in self.features and self.num_episodes and self.events(0))
+        self.has_events = bool(
+            language.LANGUAGE_PERSISTENT in self.features and self.num_episodes and self.events(0)
+        )
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -461,9 +537,9 @@ class EventDataset:
         if not path.exists():
             return {}
         df = pd.read_parquet(path)
-        if "task" not in df.columns:  # LeRobot keeps the task string as the index
-            df = df.reset_index()
-        return {int(i): str(t) for i, t in zip(df["task_index"], df["task"])}
+        # LeRobot keeps the task string as the index: named "task" in 0.6, unnamed in 0.4.
+        tasks = df["task"] if "task" in df.columns else df.index
+        return {int(i): str(t) for i, t in zip(df["task_index"], tasks)}
 
     @property
     def num_episodes(self) -> int:
@@ -478,7 +554,9 @@ class EventDataset:
 
     def _check(self, i: int) -> int:
         if not 0 <= i < self.num_episodes:
-            raise IndexError(f"episode {i} out of range: the dataset has {self.num_episodes} episodes")
+            raise IndexError(
+                f"episode {i} out of range: the dataset has {self.num_episodes} episodes"
+            )
         return int(i)
 
     def meta(self, i: int) -> dict:
@@ -498,7 +576,7 @@ class EventDataset:
         return self._tasks.get(int(col[0]), "") if col is not None else ""
 
     def split(self, i: int) -> str:
-        """"train"/"test" from our split column, else from info.json's `splits` ranges."""
+        """ "train"/"test" from our split column, else from info.json's `splits` ranges."""
         self._check(i)
         if "split" in self._episodes and isinstance(self._episodes.at[i, "split"], str):
             return self._episodes.at[i, "split"]
@@ -519,7 +597,9 @@ class EventDataset:
             if col in self._episodes:
                 value = self._episodes.at[self._check(i), col]
                 if isinstance(value, str) and value:
-                    out[camera_name(key)] = CameraCalib.from_dict(camera_name(key), json.loads(value))
+                    out[camera_name(key)] = CameraCalib.from_dict(
+                        camera_name(key), json.loads(value)
+                    )
         return out
 
     # -- per-step data --------------------------------------------------------------------
@@ -529,7 +609,9 @@ class EventDataset:
         row = self._episodes.iloc[self._check(i)]
         chunk = int(row.get("data/chunk_index", 0))
         file = int(row.get("data/file_index", 0))
-        path = self.root / self.info.get("data_path", DATA_PATH).format(chunk_index=chunk, file_index=file)
+        path = self.root / self.info.get("data_path", DATA_PATH).format(
+            chunk_index=chunk, file_index=file
+        )
         if str(path) not in self._tables:
             if not path.exists():
                 raise FileNotFoundError(f"data file missing: {path}")
@@ -538,7 +620,9 @@ class EventDataset:
         ep_col = table.column("episode_index").to_numpy()
         rows = np.flatnonzero(ep_col == i)
         if len(rows) != int(row["length"]):
-            raise ValueError(f"episode {i}: {len(rows)} rows in {path.name}, the episode table says {int(row['length'])}")
+            raise ValueError(
+                f"episode {i}: {len(rows)} rows in {path.name}, the episode table says {int(row['length'])}"
+            )
         return table.slice(int(rows[0]), len(rows))
 
     def _column(self, i: int, name: str) -> np.ndarray | None:
@@ -570,23 +654,31 @@ class EventDataset:
         if "events/boundary" in self._episodes:
             value = self._episodes.at[self._check(i), "events/boundary"]
             bounds = list(value) if value is not None else None
-        return language.events_from_rows(self._persistent(i), self.fps, self.length(i), self.task(i), bounds)
+        return language.events_from_rows(
+            self._persistent(i), self.fps, self.length(i), self.task(i), bounds
+        )
 
     def plan(self, i: int) -> list[str]:
-        """The plan active at the start of the episode (subtask order if no plan row)."""
-        plans = language.plans_from_rows(self._persistent(i))
+        """The plan at the start of the episode: the first assistant `plan` row, else subtask order."""
+        plans = language.plans_from_rows(self._persistent(i), role="assistant")
         return plans[0][1] if plans else [e.subtask for e in self.events(i)]
 
     def plan_updates(self, i: int) -> list[tuple[int, list[str]]]:
-        """Plans an operator set during the episode, as (frame, instructions)."""
-        plans = language.plans_from_rows(self._persistent(i))
-        return [(round(t * self.fps), p) for t, p in plans[1:]]
+        """Plans an operator set during the episode (`user` plan rows), as (frame, instructions).
+
+        LeRobot's annotator re-states the remaining plan at every subtask boundary as an
+        assistant row; those are not operator edits.
+        """
+        plans = language.plans_from_rows(self._persistent(i), role="user")
+        return [(round(t * self.fps), p) for t, p in plans]
 
     def interjections(self, i: int) -> list[language.Interjection]:
         table = self._table(i)
         if language.LANGUAGE_EVENTS not in table.column_names:
             return []
-        return language.interjections_from_column(table.column(language.LANGUAGE_EVENTS).to_pylist())
+        return language.interjections_from_column(
+            table.column(language.LANGUAGE_EVENTS).to_pylist()
+        )
 
     def intervention(self, i: int) -> np.ndarray:
         """(T,) bool: True where an operator had taken over."""
@@ -609,10 +701,14 @@ class EventDataset:
             from PIL import Image
 
             cells = self._table(i).column(key).to_pylist()
-            return np.stack([np.asarray(Image.open(io.BytesIO(c["bytes"])).convert("RGB")) for c in cells])
+            return np.stack(
+                [np.asarray(Image.open(io.BytesIO(c["bytes"])).convert("RGB")) for c in cells]
+            )
         row = self._episodes.iloc[self._check(i)]
         path = self.root / self.info["video_path"].format(
-            video_key=key, chunk_index=int(row[f"videos/{key}/chunk_index"]), file_index=int(row[f"videos/{key}/file_index"])
+            video_key=key,
+            chunk_index=int(row[f"videos/{key}/chunk_index"]),
+            file_index=int(row[f"videos/{key}/file_index"]),
         )
         ts = self._column(i, "timestamp")
         ts = np.arange(self.length(i)) / self.fps if ts is None else ts.astype(np.float64)
@@ -629,7 +725,9 @@ class EventDataset:
         ep = Episode(
             task=str(meta.get("task_name") or self.task(i)),
             family=str(meta.get("family") or ""),
-            seed=int(meta["seed"]) if meta.get("seed") is not None and not pd.isna(meta.get("seed")) else -1,
+            seed=int(meta["seed"])
+            if meta.get("seed") is not None and not pd.isna(meta.get("seed"))
+            else -1,
             fps=self.fps,
             frames={cam: self.frames(i, cam) for cam in self.camera_names},
             states=self.states(i),
@@ -650,4 +748,7 @@ class EventDataset:
         missing = [k for k in (STATE_KEY, ACTION_KEY) if k not in self.stats]
         if missing:
             raise ValueError(f"{self.root}: meta/stats.json has no stats for {missing}")
-        return {k: {s: self.stats[k][s].astype(np.float32) for s in ("mean", "std", "min", "max")} for k in (STATE_KEY, ACTION_KEY)}
+        return {
+            k: {s: self.stats[k][s].astype(np.float32) for s in ("mean", "std", "min", "max")}
+            for k in (STATE_KEY, ACTION_KEY)
+        }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -28,7 +31,10 @@ def calibration(size: int = 64) -> dict[str, CameraCalib]:
     f = size / (2 * np.tan(np.deg2rad(25)))
     K = np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]])
     eyes = {"front": [0.9, 0.0, 0.6], "left": [0.3, 0.7, 0.6], "right": [0.3, -0.7, 0.6]}
-    return {c: CameraCalib(c, K, _look_at(np.array(e), np.array([0.3, 0.0, 0.0])), size, size) for c, e in eyes.items()}
+    return {
+        c: CameraCalib(c, K, _look_at(np.array(e), np.array([0.3, 0.0, 0.0])), size, size)
+        for c, e in eyes.items()
+    }
 
 
 def synthetic_episode(
@@ -53,7 +59,9 @@ def synthetic_episode(
     states = np.cumsum(rng.normal(0, 0.01, (T, 7)), axis=0).astype(np.float32)
     states[:, 6] = (np.arange(T) > T // 2).astype(np.float32)
     actions = np.r_[states[1:], states[-1:]].astype(np.float32)
-    names = subtasks or tuple(f"press the {c} button" for c in ("red", "blue", "green", "red", "blue", "green"))
+    names = subtasks or tuple(
+        f"press the {c} button" for c in ("red", "blue", "green", "red", "blue", "green")
+    )
     events, start = [], 0
     for k, n in enumerate(lengths):
         events.append(
@@ -91,27 +99,19 @@ def make_episode():
     return synthetic_episode
 
 
-def _load_lerobot_fixture():
-    """The LeRobot-format writer lives beside this file (tests are not a package)."""
-    import importlib.util
-    from pathlib import Path
+def _load_fixture_script():
+    """scripts/make_lerobot_fixtures.py, which wrote tests/fixtures/lerobot-*/ with LeRobot.
 
-    spec = importlib.util.spec_from_file_location("lerobot_fixture", Path(__file__).with_name("lerobot_fixture.py"))
+    Its `episode_truth` (numpy only) is the ground truth of those datasets.
+    """
+    path = Path(__file__).resolve().parents[3] / "scripts" / "make_lerobot_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_lerobot_fixtures", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-lerobot_fixture = _load_lerobot_fixture()
-
-
 @pytest.fixture(scope="session")
-def lerobot_dataset(tmp_path_factory):
-    """(root, truth) of a dataset written as LeRobot v3.0 writes one, without language."""
-    root = tmp_path_factory.mktemp("lerobot") / "so101_grab"
-    return root, lerobot_fixture.write_lerobot_dataset(root)
-
-
-@pytest.fixture
-def write_lerobot():
-    return lerobot_fixture.write_lerobot_dataset
+def lerobot_fixtures():
+    """The fixture generator: FIXTURES (folder), CAMERAS, FPS, SUBTASKS, episode_truth(i)."""
+    return _load_fixture_script()

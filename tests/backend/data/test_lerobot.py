@@ -55,7 +55,14 @@ def test_layout_and_metadata_follow_lerobot_v3(tmp_path, make_episode):
     assert feats["observation.images.front"]["info"]["video.codec"] == "h264"
     assert feats["observation.images.front"]["info"]["video.pix_fmt"] == "yuv420p"
     assert feats["action"]["names"] == ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
-    for key in ("timestamp", "frame_index", "episode_index", "index", "task_index", "language_persistent"):
+    for key in (
+        "timestamp",
+        "frame_index",
+        "episode_index",
+        "index",
+        "task_index",
+        "language_persistent",
+    ):
         assert key in feats
     for cam in ("front", "left", "right"):
         assert (root / f"videos/observation.images.{cam}/chunk-000/file-000.mp4").exists()
@@ -69,7 +76,7 @@ def test_layout_and_metadata_follow_lerobot_v3(tmp_path, make_episode):
     row = data.slice(5, 1).to_pylist()[0]
     styles = [r["style"] for r in row["language_persistent"]]
     assert styles[0] == "plan" and styles.count("subtask") == len(eps[0].events)
-    assert {"task", "action", "motion"} <= set(styles)
+    assert {"task_aug", "action", "motion"} <= set(styles)  # task and segment on core styles
     stats = json.loads((root / "meta/stats.json").read_text())
     all_actions = np.concatenate([e.actions for e in eps])
     np.testing.assert_allclose(stats["action"]["mean"], all_actions.mean(0), atol=1e-6)
@@ -117,37 +124,63 @@ def test_writer_rejects_bad_input(tmp_path, make_episode):
         EventDataset(tmp_path / "c")
 
 
-def test_reads_a_dataset_written_by_lerobot(lerobot_dataset):
-    root, truth = lerobot_dataset
+@pytest.mark.parametrize("version", ["0.4.4", "0.6.1"])
+def test_reads_a_dataset_written_by_lerobot(version, lerobot_fixtures):
+    """tests/fixtures/lerobot-<version>/ was recorded by that LeRobot release (see its script)."""
+    fx = lerobot_fixtures
+    root = fx.FIXTURES / f"lerobot-{version}"
     ds = EventDataset(root)
-    assert ds.num_episodes == 3 and ds.fps == 30
-    assert ds.camera_names == ["front", "wrist"]
-    assert not ds.has_events
-    assert ds.cameras(0) == {} and ds.events(0) == []
-    assert ds.task(0) == "Grab the black cube" and ds.task(1) == "Put the cube in the box"
-    for i in range(3):
+    assert ds.info["codebase_version"] == "v3.0"
+    assert ds.num_episodes == len(fx.LENGTHS) and ds.fps == fx.FPS
+    assert ds.camera_names == list(fx.CAMERAS)
+    assert ds.cameras(0) == {}
+    for i in range(ds.num_episodes):
+        truth = fx.episode_truth(i)
+        assert ds.task(i) == truth["task"]
         ep = ds.episode(i)
-        np.testing.assert_array_equal(ep.actions, truth["actions"][i])
-        np.testing.assert_array_equal(ep.states, truth["states"][i])
-        for c, key in enumerate(("observation.images.front", "observation.images.wrist")):
-            frames = ep.frames[("front", "wrist")[c]]
-            assert frames.shape == truth["frames"][i][key].shape
-            assert np.abs(frames.astype(np.int16) - truth["frames"][i][key]).mean() < 6.0  # AV1, crf 30
-    assert ds.norm_stats()["action"]["mean"].shape == (6,)
+        np.testing.assert_array_equal(ep.actions, truth["actions"])
+        np.testing.assert_array_equal(ep.states, truth["states"])
+        for cam in fx.CAMERAS:
+            got, want = ep.frames[cam].astype(np.int16), truth["frames"][cam].astype(np.int16)
+            assert got.shape == want.shape == (fx.LENGTHS[i], fx.SIZE, fx.SIZE, 3)
+            assert np.abs(got - want).mean() < 6.0  # AV1 at crf 30 on 32x32 frames
+            # each decoded frame is nearest to the frame recorded at its time, not a neighbour
+            err = np.abs(got[:, None] - want[None]).mean(axis=(2, 3, 4))  # (T, T)
+            np.testing.assert_array_equal(err.argmin(1), np.arange(fx.LENGTHS[i]))
+    all_actions = np.concatenate([fx.episode_truth(i)["actions"] for i in range(ds.num_episodes)])
+    np.testing.assert_allclose(ds.norm_stats()["action"]["mean"], all_actions.mean(0), rtol=1e-6)
+    s = FixedWindowSamples(ds, horizon=8, stride=4)[0]
+    assert s["video"].shape == (2, 9, fx.SIZE, fx.SIZE, 3) and s["actions"].shape == (8, 6)
+    assert s["caption"] == fx.TASKS[0] and s["cameras"] == {}
+    assert s["event_index"] == (0 if ds.has_events else -1)  # 0.6.1 has subtask rows
+
+
+def test_reads_lerobot_044_tasks_kept_as_an_unnamed_index(lerobot_fixtures):
+    """LeRobot 0.4 writes meta/tasks.parquet with the task string as an unnamed index."""
+    root = lerobot_fixtures.FIXTURES / "lerobot-0.4.4"
+    tasks = pd.read_parquet(root / "meta/tasks.parquet")
+    assert tasks.index.name is None and "task" not in tasks.columns
+    ds = EventDataset(root)
+    assert [ds.task(i) for i in range(2)] == list(lerobot_fixtures.TASKS)
+    assert not ds.has_events and ds.events(0) == []
     with pytest.raises(ValueError, match=r"no events.*fixed"):
         EventSamples(ds)
-    windows = FixedWindowSamples(ds, horizon=16, stride=8)
-    s = windows[0]
-    assert s["video"].shape == (2, 17, 48, 64, 3) and s["actions"].shape == (16, 6)
-    assert s["caption"] == "Grab the black cube" and s["cameras"] == {} and s["event_index"] == -1
 
 
-def test_reads_lerobot_subtask_annotations_as_events(tmp_path, write_lerobot):
-    write_lerobot(tmp_path / "annotated", lengths=(20, 30), with_subtasks=True)
-    ds = EventDataset(tmp_path / "annotated")
+def test_reads_lerobot_061_subtask_annotations_as_events(lerobot_fixtures):
+    """LeRobot 0.6's annotation writer put subtask rows (and a shrinking plan) in the dataset."""
+    fx = lerobot_fixtures
+    ds = EventDataset(fx.FIXTURES / "lerobot-0.6.1")
     assert ds.has_events
-    ev = ds.events(1)
-    assert [(e.start, e.end) for e in ev] == [(0, 15), (15, 30)]
-    assert [e.subtask for e in ev] == ["reach the cube", "grasp the cube"]
-    assert ev[0].task == "Put the cube in the box"  # no task row: the episode's task
-    assert ev[0].segment == "reach the cube"  # no motion row: falls back to the subtask
+    for i in range(ds.num_episodes):
+        starts = [frame for frame, _ in fx.SUBTASKS[i]]
+        ev = ds.events(i)
+        assert [(e.start, e.end) for e in ev] == list(zip(starts, [*starts[1:], fx.LENGTHS[i]]))
+        assert [e.subtask for e in ev] == [text for _, text in fx.SUBTASKS[i]]
+        assert ev[0].task == fx.TASKS[i]  # no task row: the episode's task
+        assert ev[0].segment == ev[0].action == ev[0].subtask  # no motion/action rows: the subtask
+        # LeRobot re-states the remaining plan at each boundary: not an operator's edit
+        assert ds.plan(i) == [text for _, text in fx.SUBTASKS[i]] and ds.plan_updates(i) == []
+    samples = EventSamples(ds, h_max=8)
+    assert len(samples) == sum(len(s) for s in fx.SUBTASKS)
+    assert samples[0]["caption"] == fx.SUBTASKS[0][0][1]
