@@ -29,6 +29,7 @@ REGISTRARS = (
     "backend.data.cli",
     "robot.cli",
     "backend.cli",
+    "backend.eval.cli",
     "app.studio_cli",
 )
 
