@@ -109,7 +109,9 @@ class RobotClient:
         self._pending: dict[str, _Pending] = {}
         self._pending_lock = threading.Lock()
         self._io_lock = threading.Lock()  # guards the DEALER, `_unsent` and `_waiters`
-        self._unsent: list[tuple[str, bytes]] = []  # no connection yet; kept until the caller gives up
+        self._unsent: list[
+            tuple[str, bytes]
+        ] = []  # no connection yet; kept until the caller gives up
         self._waiters = 0  # callers waiting for a reply (they collect replies themselves)
         self._seq = itertools.count(1)
         self._ctx: zmq.Context | None = None
@@ -124,7 +126,9 @@ class RobotClient:
         self._ctx = zmq.Context()
         d = self._dealer = self._ctx.socket(zmq.DEALER)
         d.linger = 0
-        d.routing_id = uuid.uuid4().bytes  # stable across reconnects: one connection for seq/watchdog
+        d.routing_id = (
+            uuid.uuid4().bytes
+        )  # stable across reconnects: one connection for seq/watchdog
         d.immediate = True  # never queue a request for a robot that is not there
         d.setsockopt(zmq.RECONNECT_IVL, 50)
         d.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
@@ -135,7 +139,9 @@ class RobotClient:
         self._fd = d.getsockopt(zmq.FD)
         self._stop.clear()
         ready = threading.Event()
-        self._thread = threading.Thread(target=self._background, args=(ready,), name="robot-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self._background, args=(ready,), name="robot-client", daemon=True
+        )
         self._thread.start()
         ready.wait(5)
         return self
@@ -257,9 +263,49 @@ class RobotClient:
     def reset_fault(self) -> dict[str, Any]:
         return self.call("reset_fault")
 
-    def reset(self, task: str | None = None, seed: int | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        """Reset the (simulated) scene to a task and seed; the robot must be disarmed."""
-        return self.call("reset", timeout, task=task, seed=seed)
+    def tasks(self) -> list[dict[str, Any]]:
+        """The robot's tasks: name, family, description, instruction_template, split_rule,
+        variation (empty on a robot without tasks)."""
+        return self.call("tasks")["tasks"]
+
+    def reset(
+        self,
+        task: str | None = None,
+        seed: int | None = None,
+        split: str | None = None,
+        timeout: float = 60.0,
+    ) -> dict[str, Any]:
+        """Reset the (simulated) scene; the robot must be disarmed.
+
+        `split` ("train" or "test") without a seed picks the next seed of that split. The reply
+        says what the episode is: task, family, seed, split, instruction, variation, progress,
+        cameras (the calibration after this reset: no need to send `hello` again) and, on the
+        sim, expert_plan (the scripted expert's events with their four caption tracks).
+        """
+        reply = self.call("reset", timeout, task=task, seed=seed, split=split)
+        if self.info is not None and "cameras" in reply:
+            self.info["cameras"] = reply["cameras"]
+        return reply
+
+    def jog(
+        self,
+        dxyz: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        drpy: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        gripper: float | None = None,
+    ) -> dict[str, Any]:
+        """Take over: move the end effector by a small relative step (m, rad; at most one
+        control period's caps) and optionally set the gripper (0 open .. 1 closed).
+
+        Only the controller may jog; a running chunk is aborted ("taken over by jog"). The ack
+        carries `target`, the absolute pose the robot will hold next. Send at >= 10 Hz for smooth
+        motion; the steps are flagged as intervention in telemetry.
+        """
+        return self.call(
+            "jog",
+            dxyz=[float(v) for v in dxyz],
+            drpy=[float(v) for v in drpy],
+            gripper=None if gripper is None else float(gripper),
+        )
 
     def execute_chunk(
         self,
@@ -270,11 +316,15 @@ class RobotClient:
         expires_at_ns: int | None = None,
         event_index: int | None = None,
         timeout: float | None = None,
+        replace: bool = False,
+        intervention: bool = False,
     ) -> ChunkHandle:
         """Send a chunk (H, 7) of absolute targets; return once the robot accepted it.
 
-        `dt` defaults to the robot's control period (from `hello`). Raises RejectedError with
-        the robot's reason if it refused the chunk.
+        `dt` defaults to the robot's control period (from `hello`). `replace=True` swaps the
+        running chunk for this one at the next step boundary (the old one ends `aborted`);
+        `intervention=True` flags its steps as a take-over. Raises RejectedError with the
+        robot's reason if it refused the chunk.
         """
         if dt is None:
             if self.info is None:
@@ -290,13 +340,17 @@ class RobotClient:
             dt=float(dt),
             expires_at_ns=expires_at_ns,
             event_index=event_index,
+            replace=replace or None,
+            intervention=intervention or None,
         )
         p = self.send(msg)
         try:
             first = self.wait(p.first, timeout)
         except FutureTimeout:
             self._forget(msg["msg_id"])
-            raise LinkError(f"no reply to execute_chunk within {timeout or self.timeout_s} s") from None
+            raise LinkError(
+                f"no reply to execute_chunk within {timeout or self.timeout_s} s"
+            ) from None
         if first.get("status") != "accepted":
             raise RejectedError("execute_chunk", first.get("reason", ""), first)
         return ChunkHandle(chunk_id, msg["msg_id"], seq, first, p.final, self)
@@ -305,7 +359,9 @@ class RobotClient:
 
     @property
     def telemetry(self) -> dict[str, Any] | None:
-        """The latest `state` message: seq, t_ns, mode, ee_pose (7,), chunk_id, step, faults."""
+        """The latest `state` message: seq, t_ns, mode, ee_pose (7,), chunk_id, event_index,
+        step, faults, control_step, task_progress, stages [{name, weight, done}], success,
+        progress_ended, intervention."""
         return self._telemetry
 
     @property
@@ -323,7 +379,9 @@ class RobotClient:
                     return t
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise LinkError(f"no matching telemetry within {timeout} s (last: {t and t.get('mode')})")
+                    raise LinkError(
+                        f"no matching telemetry within {timeout} s (last: {t and t.get('mode')})"
+                    )
                 self._telemetry_cond.wait(remaining)
 
     # ------------------------------------------------------------ socket work
@@ -379,7 +437,10 @@ class RobotClient:
                         if self.heartbeat_enabled:
                             # Not connected: dropped; the robot's watchdog decides what that means.
                             with contextlib.suppress(zmq.Again):
-                                self._dealer.send(encode(request("heartbeat", msg_id=f"hb-{next(hb_ids)}")), zmq.NOBLOCK)
+                                self._dealer.send(
+                                    encode(request("heartbeat", msg_id=f"hb-{next(hb_ids)}")),
+                                    zmq.NOBLOCK,
+                                )
                     if not self._waiters:
                         self._flush()
                         self._pump()

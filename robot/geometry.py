@@ -52,3 +52,17 @@ def rotation_angle(rpy_a: np.ndarray, rpy_b: np.ndarray) -> float:
     """Geodesic angle (rad) between two orientations."""
     d = abs(float(np.dot(rpy_to_quat(rpy_a), rpy_to_quat(rpy_b))))
     return 2 * math.acos(min(1.0, d))
+
+
+def quat_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamilton product a * b of (w, x, y, z) quaternions: rotate by b, then by a."""
+    aw, ax, ay, az = a
+    bw, bx, by, bz = b
+    return np.array(
+        [
+            aw * bw - ax * bx - ay * by - az * bz,
+            aw * bx + ax * bw + ay * bz - az * by,
+            aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw,
+        ]
+    )

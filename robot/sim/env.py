@@ -84,6 +84,9 @@ class SimEnv:
         self.layout: dict[str, Any] = {}
         self.progress: TaskProgress | None = None
         self._target = S.HOME.copy()
+        self._seg_k = S.SUBSTEPS
+        self._seg_pos: list[np.ndarray] = []
+        self._seg_quat = np.zeros((0, 4))
         self.steps = 0
         self.reset(seed, render=False)
 
@@ -113,9 +116,10 @@ class SimEnv:
         for _ in range(100):
             mujoco.mj_step(m, d)
         self._target = home
+        self._seg_k = S.SUBSTEPS  # no commanded motion under way
         self.steps = 0
         self.instruction: str = self.layout["instruction"]
-        self.progress = TaskProgress(self.task.stages(self.layout))
+        self.progress = self.task.progress(self.layout)
         self.progress.update(self)
         return self.observe(render=render)
 
@@ -230,21 +234,52 @@ class SimEnv:
         out[6] = np.clip(a[6], 0.0, 1.0)
         return out
 
+    def command(self, action: np.ndarray) -> np.ndarray:
+        """Start moving to an absolute target over the next control period; return it clipped.
+
+        The mocap target moves linearly (orientation by slerp) over SUBSTEPS physics steps from
+        the previous target, or from where it is now if that motion was not finished.
+        """
+        a = self.clip_action(action)
+        d = self.data
+        if self._seg_k >= S.SUBSTEPS:
+            p0, q0 = self._target[:3], rpy_to_quat(self._target[3:6])
+        else:
+            p0, q0 = d.mocap_pos[0].copy(), d.mocap_quat[0].copy()
+        ts = np.arange(1, S.SUBSTEPS + 1) / S.SUBSTEPS  # (SUBSTEPS,) fractions of the way
+        self._seg_pos = [p0 + t * (a[:3] - p0) for t in ts]
+        self._seg_quat = slerp(q0, rpy_to_quat(a[3:6]), ts)  # (SUBSTEPS, 4)
+        self._seg_k = 0
+        d.ctrl[:] = S.FINGER_OPEN + (S.FINGER_SQUEEZE - S.FINGER_OPEN) * a[6]
+        self._target = a
+        return a
+
+    @property
+    def moving(self) -> bool:
+        """True while the last commanded motion is still under way."""
+        return self._seg_k < S.SUBSTEPS
+
+    def hold(self) -> np.ndarray:
+        """Stop the commanded motion where the mocap is now (gripper command kept); return it."""
+        d = self.data
+        self._seg_k = S.SUBSTEPS
+        self._target = np.r_[d.mocap_pos[0], quat_to_rpy(d.mocap_quat[0]), self._target[6]]
+        return self._target.copy()
+
+    def advance(self, n: int) -> None:
+        """Run n physics steps (2 ms each), moving the mocap along the commanded motion."""
+        m, d = self.model, self.data
+        for _ in range(n):
+            if self._seg_k < S.SUBSTEPS:
+                d.mocap_pos[0] = self._seg_pos[self._seg_k]
+                d.mocap_quat[0] = self._seg_quat[self._seg_k]
+                self._seg_k += 1
+            mujoco.mj_step(m, d)
+
     def step(self, action: np.ndarray, render: bool = True) -> dict[str, Any]:
         """Move to the absolute target over one control period (50 physics steps)."""
-        a = self.clip_action(action)
-        m, d = self.model, self.data
-        p0, p1 = self._target[:3], a[:3]
-        q0 = rpy_to_quat(self._target[3:6])
-        q1 = rpy_to_quat(a[3:6])
-        ts = np.arange(1, S.SUBSTEPS + 1) / S.SUBSTEPS
-        quats = slerp(q0, q1, ts)
-        d.ctrl[:] = S.FINGER_OPEN + (S.FINGER_SQUEEZE - S.FINGER_OPEN) * a[6]
-        for i, t in enumerate(ts):
-            d.mocap_pos[0] = p0 + t * (p1 - p0)
-            d.mocap_quat[0] = quats[i]
-            mujoco.mj_step(m, d)
-        self._target = a
+        self.command(action)
+        self.advance(S.SUBSTEPS)
         self.steps += 1
         assert self.progress is not None
         self.progress.update(self)

@@ -2,9 +2,15 @@
 
 Each task has ordered stages with integer weights summing to 10, checked on privileged sim
 state. A stage is credited only once every earlier stage has been, and stays credited
-(latched) even if its condition stops holding: pressing the last button first earns nothing,
-and a block that was lifted keeps its "lifted" credit when it is put down. Several stages may
-be credited on the same step if their conditions hold together, in order.
+(latched) even if its condition stops holding: a block that was lifted keeps its "lifted"
+credit when it is put down. Several stages may be credited on the same step if their
+conditions hold together, in order.
+
+Where order or identity is the point, a task also has a `watch`: called before crediting on
+every update, it keeps latched facts the stages read (a block that came to rest in the wrong
+bin never counts as sorted) and may end credit for the rest of the episode with a reason (a
+button pressed out of order). Mistakes cost: a policy cannot collect credit by trying
+everything.
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ class Stage:
     check: Callable[[SimEnv], bool]
 
 
+# watch(env, reached) -> None, or the reason credit ends for the episode (latched).
+Watch = Callable[["SimEnv", int], "str | None"]
+
+
 class TaskProgress:
     """Latched, in-order stage credit for one episode."""
 
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage], watch: Watch | None = None) -> None:
         total = sum(s.weight for s in stages)
         if total != MAX_SCORE or any(s.weight <= 0 for s in stages):
             raise ValueError(
@@ -41,7 +51,9 @@ class TaskProgress:
                 f"{[(s.name, s.weight) for s in stages]}"
             )
         self.stages = tuple(stages)
+        self.watch = watch
         self.reached = 0  # number of stages credited so far
+        self.ended: str | None = None  # why credit ended early (latched), if it did
 
     @property
     def score(self) -> int:
@@ -55,11 +67,34 @@ class TaskProgress:
     def credited(self) -> list[str]:
         return [s.name for s in self.stages[: self.reached]]
 
+    @property
+    def final(self) -> bool:
+        """No further credit is possible: success, or credit ended."""
+        return self.success or self.ended is not None
+
     def update(self, env: SimEnv) -> int:
         """Credit the next stages whose conditions hold now, in order; return the score."""
+        if self.final:
+            return self.score
+        if self.watch is not None:
+            self.ended = self.watch(env, self.reached)
+            if self.ended is not None:
+                return self.score
         while self.reached < len(self.stages) and self.stages[self.reached].check(env):
             self.reached += 1
         return self.score
+
+    def snapshot(self) -> dict:
+        """Plain data for the wire: score 0..10, stages with their credit, success, why it ended."""
+        return {
+            "score": self.score,
+            "stages": [
+                {"name": s.name, "weight": s.weight, "done": i < self.reached}
+                for i, s in enumerate(self.stages)
+            ],
+            "success": self.success,
+            "ended": self.ended,
+        }
 
 
 def task_progress_percent(scores: Iterable[int]) -> float:

@@ -114,6 +114,7 @@ BIN_WALL = 0.006
 BIN_HEIGHT = 0.035
 BUTTON_TRAVEL = 0.012  # the cap can go down this far
 BUTTON_PRESSED = 0.008  # a press = depressed past this
+BUTTON_RELEASED = 0.004  # ... after having come back above this (hysteresis)
 BUTTON_CAP_RADIUS = 0.022
 BUTTON_BASE_TOP = 0.012  # housing top above the table
 BUTTON_CAP_HALF = 0.008
@@ -146,8 +147,6 @@ def mat_to_quat(R: np.ndarray) -> np.ndarray:
     q = np.zeros(4)
     mujoco.mju_mat2Quat(q, np.ascontiguousarray(R, dtype=np.float64).reshape(9))
     return q
-
-
 
 
 def _f(v) -> str:
@@ -281,8 +280,8 @@ def build_mjcf(spec: SceneSpec) -> str:
   <worldbody>
     {"".join(lights)}
     <geom name="table" type="box" size="0.45 0.45 0.02" pos="0 0 -0.02" rgba="{_f(TABLE_RGBA)}"/>
-    <geom name="floor" type="plane" size="3 3 0.1" pos="0 0 -0.6" rgba="0.3 0.32 0.35 1"
-          contype="0" conaffinity="0"/>
+    <!-- The floor collides: whatever is knocked off the table lands there and stays. -->
+    <geom name="floor" type="plane" size="3 3 0.1" pos="0 0 -0.6" rgba="0.3 0.32 0.35 1"/>
     {"".join(cams)}
     <body name="mocap" mocap="true" pos="{_f(HOME[:3])}"/>
     {_gripper_xml(spec.wrist)}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from robot.sim import scene as S
-from robot.sim.progress import Stage
+from robot.sim.progress import Stage, TaskProgress, Watch
 
 if TYPE_CHECKING:
     from robot.sim.env import SimEnv
@@ -35,6 +35,7 @@ VARIATION_DEFAULTS: dict[str, Any] = {
 }
 
 TEST_EVERY = 5  # seeds with seed % 5 == 4 are the test split (20 %)
+SPLIT_RULE = {"train": "seed % 5 != 4", "test": "seed % 5 == 4"}
 PLACE_HALF = 0.15  # objects and fixtures are placed in [-0.15, 0.15]^2
 DISTRACTOR_SHAPES = {  # train shapes vs shapes only test seeds see
     "train": (("cylinder", (0.018, 0.02)), ("box", (0.025, 0.015, 0.012))),
@@ -52,6 +53,16 @@ def split(task: str, seed: int) -> str:
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     return "test" if int(seed) % TEST_EVERY == TEST_EVERY - 1 else "train"
+
+
+def next_seed(task: str, split_name: str, after: int = -1) -> int:
+    """The smallest seed above `after` that belongs to the split (what `reset(split=...)` picks)."""
+    if split_name not in SPLIT_RULE:
+        raise ValueError(f"split must be one of {tuple(SPLIT_RULE)}, got {split_name!r}")
+    seed = max(int(after) + 1, 0)
+    while split(task, seed) != split_name:
+        seed += 1
+    return seed
 
 
 def apply_variation_defaults(task: Task, variation: dict | None) -> dict[str, Any]:
@@ -145,9 +156,10 @@ def pick_colours(rng: np.random.Generator, n: int, unseen: bool) -> list[str]:
 
 
 class Task(ABC):
-    """A task: scene structure, seeded layout, instruction and Task Progress stages."""
+    """A task: scene structure, seeded layout, instruction and its Task Progress rubric."""
 
     kind: str = ""
+    template: str = ""  # the instruction, with {fields} filled from the layout
 
     def __init__(
         self, name: str, family: str, variation: dict | None = None, description: str = ""
@@ -196,9 +208,32 @@ class Task(ABC):
     def stages(self, layout: dict) -> list[Stage]:
         """Ordered Task Progress stages (weights sum to 10) for this layout."""
 
+    def watch(self, layout: dict) -> Watch | None:
+        """What ends credit early (a wrong order or identity); None where nothing does."""
+        return None
+
+    def progress(self, layout: dict) -> TaskProgress:
+        """A fresh scorer for one episode of this layout."""
+        return TaskProgress(self.stages(layout), self.watch(layout))
+
     @abstractmethod
+    def instruction_fields(self, layout: dict) -> dict[str, str]:
+        """The values of the template's fields for this layout."""
+
     def instruction(self, layout: dict) -> str:
         """The canonical task-level instruction for this layout."""
+        return self.template.format(**self.instruction_fields(layout))
+
+    def describe(self) -> dict[str, Any]:
+        """What a task picker shows: name, family, description, instruction template, split."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "description": self.description,
+            "instruction_template": self.template,
+            "split_rule": dict(SPLIT_RULE),
+            "variation": {**VARIATION_DEFAULTS, **self.variation},
+        }
 
     def sample(self, rng: np.random.Generator, split_name: str, variation: dict) -> dict:
         """A seed's initial state: task layout, then distractors around it."""
@@ -248,6 +283,7 @@ class Task(ABC):
 
 class PickPlace(Task):
     kind = "pick_place"
+    template = "put the {colour} block in the bin"
 
     def elements(self, variation):
         return [S.ObjectSpec("block", "box", (BLOCK_HALF,) * 3)], [S.FixtureSpec("bin", "bin")]
@@ -284,12 +320,29 @@ class PickPlace(Task):
             Stage("release it in the bin", 4, lambda e: in_bin(e, "block", "bin")),
         ]
 
-    def instruction(self, layout):
-        return f"put the {layout['colour']} block in the bin"
+    def watch(self, layout):
+        # Identity: with distractors on the table, one of them in the bin ends credit.
+        distractors = [
+            n
+            for n, o in layout["objects"].items()
+            if n.startswith("distractor") and not o.get("parked")
+        ]
+        if not distractors:
+            return None
+
+        def watch(e: SimEnv, reached: int) -> str | None:
+            wrong = [n for n in distractors if in_bin(e, n, "bin")]
+            return f"a distractor ({wrong[0]}) was put in the bin" if wrong else None
+
+        return watch
+
+    def instruction_fields(self, layout):
+        return {"colour": layout["colour"]}
 
 
 class PushToTarget(Task):
     kind = "push"
+    template = "push the {colour} puck onto the target"
 
     def elements(self, variation):
         return [S.ObjectSpec("puck", "cylinder", (0.025, 0.015), mass=0.08)], [
@@ -334,12 +387,13 @@ class PushToTarget(Task):
             Stage("push it onto the target", 3, lambda e: dist(e) <= 0.02),
         ]
 
-    def instruction(self, layout):
-        return f"push the {layout['colour']} puck onto the target"
+    def instruction_fields(self, layout):
+        return {"colour": layout["colour"]}
 
 
 class Stack(Task):
     kind = "stack"
+    template = "stack the {top} block on the {base} block"
 
     def elements(self, variation):
         return [
@@ -379,12 +433,13 @@ class Stack(Task):
             Stage("release it on the other block", 4, stacked),
         ]
 
-    def instruction(self, layout):
-        return f"stack the {layout['top']} block on the {layout['base']} block"
+    def instruction_fields(self, layout):
+        return {"top": layout["top"], "base": layout["base"]}
 
 
 class PressButtons(Task):
     kind = "buttons"
+    template = "press {first}, then {second}, then {third}"
 
     def elements(self, variation):
         return [], [S.FixtureSpec(f"button{i}", "button") for i in range(3)]
@@ -416,13 +471,36 @@ class PressButtons(Task):
         names = ("press the first button in the order", "press the second", "press the third")
         return [Stage(n, w, pressed(b)) for n, w, b in zip(names, (3, 3, 4), layout["order"])]
 
-    def instruction(self, layout):
-        c = [layout["colours"][b] for b in layout["order"]]
-        return f"press {c[0]}, then {c[1]}, then {c[2]}"
+    def watch(self, layout):
+        # A press is a cap going past BUTTON_PRESSED after having come back above
+        # BUTTON_RELEASED (hysteresis: a cap held down or bouncing is one press). A press of
+        # any button but the next one in the order ends credit: pressing everything in a fixed
+        # order must not pass a test of reading the order.
+        order, colours = list(layout["order"]), layout["colours"]
+        down = dict.fromkeys(sorted(colours), False)
+
+        def watch(e: SimEnv, reached: int) -> str | None:
+            wrong = None
+            for b in down:
+                depth = e.button_depth(b)
+                if not down[b] and depth > S.BUTTON_PRESSED:
+                    down[b] = True
+                    if b != order[reached]:
+                        wrong = b
+                elif down[b] and depth < S.BUTTON_RELEASED:
+                    down[b] = False
+            return None if wrong is None else f"pressed {colours[wrong]} out of order"
+
+        return watch
+
+    def instruction_fields(self, layout):
+        first, second, third = (layout["colours"][b] for b in layout["order"])
+        return {"first": first, "second": second, "third": third}
 
 
 class SortByColour(Task):
     kind = "sort"
+    template = "put each block in the bin of its colour ({a} and {b})"
 
     def elements(self, variation):
         return (
@@ -452,31 +530,48 @@ class SortByColour(Task):
         match = {f"block{i}": f"bin{perm[i]}" for i in range(2)}
         return {"objects": objects, "fixtures": fixtures, "match": match, "colours": colours}
 
-    def stages(self, layout):
+    def progress(self, layout):
+        # Identity: a block that comes to rest in the wrong bin is latched as missorted; it
+        # never counts as lifted or sorted again, so the stages that need it (the other lift,
+        # sorting both) can no longer be credited.
         match = layout["match"]
+        missorted: set[str] = set()
+
+        def ok(b: str) -> bool:
+            return b not in missorted
 
         def n_sorted(e: SimEnv) -> int:
-            return sum(in_bin(e, b, match[b]) for b in match)
+            return sum(in_bin(e, b, match[b]) for b in match if ok(b))
 
         def lift_next(e: SimEnv) -> bool:
             return n_sorted(e) >= 1 and any(
-                lifted(e, b) for b in match if not in_bin(e, b, match[b])
+                lifted(e, b) for b in match if ok(b) and not in_bin(e, b, match[b])
             )
 
-        return [
-            Stage("lift a block", 2, lambda e: any(lifted(e, b) for b in match)),
+        def watch(e: SimEnv, reached: int) -> None:
+            for b in match:
+                if ok(b) and any(in_bin(e, b, other) for other in set(match.values()) - {match[b]}):
+                    missorted.add(b)
+
+        stages = [
+            Stage("lift a block", 2, lambda e: any(lifted(e, b) for b in match if ok(b))),
             Stage("sort one block", 3, lambda e: n_sorted(e) >= 1),
             Stage("lift the other block", 2, lift_next),
             Stage("sort both blocks", 3, lambda e: n_sorted(e) == 2),
         ]
+        return TaskProgress(stages, watch)
 
-    def instruction(self, layout):
+    def stages(self, layout):
+        return list(self.progress(layout).stages)
+
+    def instruction_fields(self, layout):
         a, b = layout["colours"]
-        return f"put each block in the bin of its colour ({a} and {b})"
+        return {"a": a, "b": b}
 
 
 class PegInsertion(Task):
     kind = "peg"
+    template = "insert the peg into the square hole"
 
     def elements(self, variation):
         return [S.ObjectSpec("peg", "box", S.PEG_HALF, mass=0.04)], [S.FixtureSpec("hole", "hole")]
@@ -525,8 +620,8 @@ class PegInsertion(Task):
             Stage("insert it", 4, inserted),
         ]
 
-    def instruction(self, layout):
-        return "insert the peg into the square hole"
+    def instruction_fields(self, layout):
+        return {}
 
 
 TASKS: dict[str, Task] = {

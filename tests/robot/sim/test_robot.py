@@ -1,4 +1,5 @@
-"""SimRobot behind the Robot contract the robot server drives."""
+"""SimRobot behind the Robot contract the robot server drives (stepped mode: one control period
+per send_action, deterministic; the real-time physics clock is in test_physics_clock.py)."""
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from robot.sim.robot import SimRobot
 
 @pytest.fixture
 def robot():
-    r = SimRobot("press_buttons_in_order", seed=1)
+    r = SimRobot("press_buttons_in_order", seed=1, realtime=False)
     r.connect()
     yield r
     r.disconnect()
@@ -66,7 +67,7 @@ def test_holding_the_measured_state_keeps_a_grasped_block():
     """The server arms by commanding the measured state; a held block must not drop."""
     from robot.sim.experts import run_expert
 
-    r = SimRobot("pick_place_bin", seed=2)
+    r = SimRobot("pick_place_bin", seed=2, realtime=False)
     r.connect()
     try:
         for step in run_expert(r.env):

@@ -161,18 +161,33 @@ def _press(env: SimEnv, button: str) -> None:
         env.step(np.r_[xy, z, 0.0, 0.0, 0.0, 1.0], render=False)
 
 
-def test_buttons_pressed_out_of_order_are_not_credited():
+def test_buttons_in_order_earn_full_credit():
     env = SimEnv("press_buttons_in_order", seed=0)
     try:
         first, second, third = env.layout["order"]
-        _press(env, third)
-        assert env.task_progress() == 0
         _press(env, first)
-        assert env.task_progress() == 3
-        _press(env, third)  # skipping the second one
         assert env.task_progress() == 3
         _press(env, second)
         _press(env, third)
-        assert env.task_progress() == 10
+        assert env.task_progress() == 10 and env.progress.ended is None
+    finally:
+        env.close()
+
+
+def test_a_press_out_of_order_ends_credit_for_the_episode():
+    """Regression: wrong presses used to cost nothing, so pressing everything scored 10/10."""
+    env = SimEnv("press_buttons_in_order", seed=0)
+    try:
+        first, second, third = env.layout["order"]
+        _press(env, first)
+        assert env.task_progress() == 3
+        _press(env, third)  # skipping the second one
+        colour = env.layout["colours"][third]
+        assert env.task_progress() == 3 and env.progress.ended == f"pressed {colour} out of order"
+        _press(env, second)  # the right order from here on earns nothing: latched
+        _press(env, third)
+        assert env.task_progress() == 3 and not env.progress.success
+        snap = env.progress.snapshot()
+        assert [s["done"] for s in snap["stages"]] == [True, False, False] and snap["ended"]
     finally:
         env.close()
