@@ -23,7 +23,7 @@ rows in `language_events`; takeovers are the per-frame `intervention` column.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +44,6 @@ TRACK_STYLES: dict[str, str] = {
     "action": "action",
     "segment": "motion",
 }
-STYLE_TRACKS: dict[str, str] = {v: k for k, v in TRACK_STYLES.items()}
 # Persistent styles of ours that LeRobot's core registry lacks.
 EXTENDED_STYLES: tuple[str, ...] = ("action",)
 TRACK_ROLES: dict[str, str] = {
@@ -174,14 +173,22 @@ def event_rows(length: int, interjections: Sequence[Interjection] = ()) -> list[
 
 
 def events_from_rows(
-    rows: Sequence[dict], fps: int, length: int, task: str, boundaries: Sequence[str] | None = None
+    rows: Sequence[dict],
+    fps: int,
+    length: int,
+    task: str,
+    boundaries: Sequence[str] | None = None,
+    track_styles: Mapping[str, str] | None = None,
 ) -> list[Event]:
     """Rebuild events from persistent rows: one event per `subtask` row.
 
     An event runs from its subtask row's frame to the next one's (the last to the episode
     end). A track without a row at that time (e.g. a dataset annotated with subtasks only)
-    falls back to the subtask text, the task track to the episode's task.
+    falls back to the subtask text, the task track to the episode's task. `track_styles`
+    is the dataset's own track -> style table (info.json `wallwm.caption_styles`), so
+    datasets written before a track changed style still read; default `TRACK_STYLES`.
     """
+    style_tracks = {v: k for k, v in (track_styles or TRACK_STYLES).items()}
     subtasks = sorted(
         (r for r in rows if r.get("style") == "subtask"), key=lambda r: r["timestamp"]
     )
@@ -195,9 +202,9 @@ def events_from_rows(
             raise ValueError(f"subtask rows at frames {starts[k]} and {end} do not make an event")
         frame = round(float(row["timestamp"]) * fps)
         same_time = {  # track -> content of the rows stamped on the same frame
-            STYLE_TRACKS[r.get("style")]: r.get("content") or ""
+            style_tracks[r.get("style")]: r.get("content") or ""
             for r in rows
-            if round(float(r["timestamp"]) * fps) == frame and r.get("style") in STYLE_TRACKS
+            if round(float(r["timestamp"]) * fps) == frame and r.get("style") in style_tracks
         }
         sub = row.get("content") or ""
         events.append(

@@ -654,8 +654,9 @@ class EventDataset:
         if "events/boundary" in self._episodes:
             value = self._episodes.at[self._check(i), "events/boundary"]
             bounds = list(value) if value is not None else None
+        styles = self.info.get("wallwm", {}).get("caption_styles")  # as written; None for LeRobot's
         return language.events_from_rows(
-            self._persistent(i), self.fps, self.length(i), self.task(i), bounds
+            self._persistent(i), self.fps, self.length(i), self.task(i), bounds, styles
         )
 
     def plan(self, i: int) -> list[str]:

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from backend.data import language
 from backend.data.language import Interjection
 from backend.data.lerobot import DatasetWriter, EventDataset, write_dataset
 from backend.data.samples import EventSamples, FixedWindowSamples
@@ -82,6 +83,30 @@ def test_layout_and_metadata_follow_lerobot_v3(tmp_path, make_episode):
     np.testing.assert_allclose(stats["action"]["mean"], all_actions.mean(0), atol=1e-6)
     np.testing.assert_allclose(stats["action"]["std"], all_actions.std(0), atol=1e-6)
     assert EventDataset(root).episodes_in_split("test") == [2]
+
+
+def test_reads_the_style_table_the_dataset_was_written_with(tmp_path, make_episode, monkeypatch):
+    """A dataset keeps its track -> style table in info.json; reading follows it, not today's."""
+    legacy = {"task": "task", "subtask": "subtask", "action": "action", "segment": "motion"}
+    ep = make_episode(0)  # a task track that rephrases the instruction, as the sim's does
+    ep = dataclasses.replace(
+        ep,
+        events=[dataclasses.replace(e, task="first red, then blue, last green") for e in ep.events],
+    )
+    with monkeypatch.context() as m:  # write as before the task track moved to `task_aug`
+        m.setattr(language, "TRACK_STYLES", legacy)
+        write_dataset(tmp_path / "old", [ep])
+    info = json.loads((tmp_path / "old/meta/info.json").read_text())
+    assert info["wallwm"]["caption_styles"] == legacy
+    assert EventDataset(tmp_path / "old").events(0) == ep.events
+    write_dataset(tmp_path / "new", [ep])
+    assert (
+        json.loads((tmp_path / "new/meta/info.json").read_text())["wallwm"]["caption_styles"][
+            "task"
+        ]
+        == "task_aug"
+    )
+    assert EventDataset(tmp_path / "new").events(0) == ep.events
 
 
 def test_operator_edits_and_takeovers_round_trip(tmp_path, make_episode):
