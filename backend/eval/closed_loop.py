@@ -13,8 +13,9 @@ Protocol (docs/eval.md):
   each next event, and executes fixed chunks of H = 16; `fixed` replans every chunk with the
   task instruction (a fixed-recipe checkpoint); `expert` is the scripted expert; `hold` commands
   the initial pose for the whole episode.
-- An episode ends at full score (Task Progress is latched, so nothing after it can change the
-  score), at the step limit, or when event mode's plan is done.
+- An episode ends when no more credit is possible (full score, or credit ended by the task's
+  rubric, e.g. a button pressed out of order: Task Progress is latched, so nothing after that
+  changes the score), at the step limit, or when event mode's plan is done.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class EpisodeRecord:
     step_limit: int
     expert_steps: int
     stages: list[str]  # stages credited, in order
+    ended: str | None  # why credit ended early (the rubric's reason), if it did
     events: list[dict[str, Any]] = field(default_factory=list)  # executed events / chunks
     wall_s: float = 0.0
 
@@ -151,7 +153,7 @@ def expert_plan(env: SimEnv, seed: int, track: str, h_max: int) -> ExpertPlan:
 
 def _done(env: SimEnv, limit: int) -> bool:
     assert env.progress is not None
-    return env.steps >= limit or env.progress.success
+    return env.steps >= limit or env.progress.final
 
 
 def _execute(env: SimEnv, actions: np.ndarray, limit: int) -> int:
@@ -247,6 +249,7 @@ class ClosedLoop:
             step_limit=limit,
             expert_steps=plan.steps,
             stages=progress.credited,
+            ended=progress.ended,
             events=events,
             wall_s=round(time.perf_counter() - t0, 3),
         )

@@ -284,19 +284,23 @@ def event_json(score: EventScore) -> dict[str, Any]:
 
 
 def contact_sheet(items: Sequence[SheetItem], columns: int = 9, scale: int = 2) -> Image.Image:
-    """Per event: a title, then per view a row of real frames above a row of imagined ones."""
+    """Per event: a title and the steps shown, then per view real frames above imagined ones.
+
+    Column t=0 is the observation (imagined: its autoencoder reconstruction); the last column
+    is the event's last frame, the ones between evenly spaced.
+    """
     from PIL import Image, ImageDraw
 
     from backend.data.show import BG, INK, MUTED, PAD, _font
 
     if not items:
         raise ValueError("no events with future frames to draw")
-    label_w, title_h = 110, 22
+    label_w, title_h, step_h = 110, 22, 16
     size = next(iter(items[0].real.values())).shape[1] * scale
     cols = min(columns, max(len(f) for it in items for f in it.real.values()))
     width = label_w + cols * (size + 2) + 2 * PAD
     rows = sum(2 * len(it.real) for it in items)
-    height = PAD + len(items) * (title_h + PAD) + rows * (size + 2) + PAD
+    height = PAD + len(items) * (title_h + step_h + PAD) + rows * (size + 2) + PAD
     sheet = Image.new("RGB", (width, height), BG)
     draw = ImageDraw.Draw(sheet)
     font, small = _font(13, bold=True), _font(12)
@@ -304,18 +308,15 @@ def contact_sheet(items: Sequence[SheetItem], columns: int = 9, scale: int = 2) 
     for it in items:
         draw.text((PAD, y + 3), it.title, fill=INK, font=font)
         y += title_h
+        n = len(next(iter(it.real.values())))
+        picks = np.unique(np.linspace(0, n - 1, min(cols, n)).round().astype(int))  # frames shown
+        for k, f in enumerate(picks):
+            draw.text((PAD + label_w + k * (size + 2) + 2, y), f"t={f}", fill=MUTED, font=small)
+        y += step_h
         for cam in it.real:
-            n = len(it.real[cam])
-            picks = np.unique(
-                np.linspace(0, n - 1, min(cols, n)).round().astype(int)
-            )  # frame indices shown
             for kind, frames in (("real", it.real[cam]), ("imagined", it.imagined[cam])):
-                draw.text(
-                    (PAD, y + size // 2 - 7),
-                    f"{kind} {cam}",
-                    fill=MUTED if kind == "real" else INK,
-                    font=small,
-                )
+                colour = MUTED if kind == "real" else INK
+                draw.text((PAD, y + size // 2 - 7), f"{kind} {cam}", fill=colour, font=small)
                 for k, f in enumerate(picks):
                     tile = Image.fromarray(frames[f]).resize((size, size), Image.NEAREST)
                     sheet.paste(tile, (PAD + label_w + k * (size + 2), y))
