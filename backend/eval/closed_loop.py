@@ -123,6 +123,11 @@ def caption_track_of(config: dict) -> str:
 def check_checkpoint_for(method: str, config: dict, path: str | Path) -> None:
     """Refuse a checkpoint that cannot stand for the method (before the slow model load)."""
     recipe, stage = config.get("recipe", "event"), config.get("stage", "denoiser")
+    if stage == "vae":
+        raise ValueError(
+            f"{path} is a VAE-stage checkpoint (its denoiser is untrained); "
+            "train --stage denoiser --init it first"
+        )
     if method == "event" and recipe != "event":
         raise ValueError(
             f"--method event needs an event-recipe checkpoint; {path} has recipe {recipe!r}"

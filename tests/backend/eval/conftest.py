@@ -13,6 +13,7 @@ from app.cli import main
 class Trained:
     train_data: Path  # 2 train-split episodes of pick_place_bin
     test_data: Path  # 1 test-split episode of pick_place_bin
+    vae: Path  # the autoencoder stage
     event: Path  # event recipe, denoiser stage
     unified: Path  # event recipe, unified stage (VLM trained)
     fixed: Path  # fixed recipe, denoiser stage
@@ -74,4 +75,4 @@ def trained(tmp_path_factory) -> Trained:
         str(vae),
     )
     torch.set_num_threads(threads)
-    return Trained(root / "train", root / "test", event, unified, fixed)
+    return Trained(root / "train", root / "test", vae, event, unified, fixed)

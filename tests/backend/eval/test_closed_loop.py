@@ -163,6 +163,7 @@ def test_checkpoint_must_fit_the_method(trained, tmp_path: Path, capsys) -> None
             ["--method", "unified", "--checkpoint", str(trained.event)],
             "wallwm train --stage unified",
         ),
+        (["--method", "event", "--checkpoint", str(trained.vae)], "VAE-stage checkpoint"),
     ]
     for args, message in cases:
         assert main([*base, *args]) == 2
