@@ -27,10 +27,16 @@ CHUNK_SHAPE = (32, 7)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--requests", type=int, default=5000, help="timed round trips per transport")
+    parser.add_argument(
+        "--requests", type=int, default=5000, help="timed round trips per transport"
+    )
     parser.add_argument("--warmup", type=int, default=200, help="untimed round trips first")
-    parser.add_argument("--robot", choices=("kinematic", "sim"), default="kinematic",
-                        help="robot behind the server (the link is what is measured)")
+    parser.add_argument(
+        "--robot",
+        choices=("kinematic", "sim"),
+        default="kinematic",
+        help="robot behind the server (the link is what is measured)",
+    )
 
 
 def _serve_zmq(robot_kind: str, ports: Any, stop: Any) -> None:
@@ -44,7 +50,9 @@ def _serve_zmq(robot_kind: str, ports: Any, stop: Any) -> None:
         from robot.kinematic import KinematicRobot
 
         robot = KinematicRobot()
-    server = RobotServer(robot, ServerConfig(cmd_port=0, telemetry_port=0, heartbeat_timeout_s=2.0)).start()
+    server = RobotServer(
+        robot, ServerConfig(cmd_port=0, telemetry_port=0, heartbeat_timeout_s=2.0)
+    ).start()
     ports.put((server.cmd_endpoint, server.telemetry_endpoint))
     stop.wait()
     server.close()
@@ -81,7 +89,9 @@ def _serve_zmq_echo(ports: Any, stop: Any) -> None:
         if router.poll(100):
             identity, frame = router.recv_multipart()
             msg = decode(frame)
-            router.send_multipart([identity, encode(ack(msg["msg_id"], "accepted", chunk_id=msg["chunk_id"]))])
+            router.send_multipart(
+                [identity, encode(ack(msg["msg_id"], "accepted", chunk_id=msg["chunk_id"]))]
+            )
     ctx.destroy()
 
 
@@ -96,7 +106,9 @@ def _chunk(rng: np.random.Generator) -> np.ndarray:
     return a
 
 
-def _bench_client(cmd: str, tel: str, n: int, warmup: int, rng: np.random.Generator) -> dict[str, float]:
+def _bench_client(
+    cmd: str, tel: str, n: int, warmup: int, rng: np.random.Generator
+) -> dict[str, float]:
     from robot.client import RobotClient
 
     host, cmd_port = cmd.rsplit(":", 1)
@@ -218,7 +230,11 @@ def run(args: argparse.Namespace):
         ws_port = ws_ports.get(timeout=60)
         echo_port = echo_ports.get(timeout=60)
         rng = np.random.default_rng(0)
-        numbers: dict[str, Any] = {"requests": args.requests, "chunk_shape": list(CHUNK_SHAPE), "robot": args.robot}
+        numbers: dict[str, Any] = {
+            "requests": args.requests,
+            "chunk_shape": list(CHUNK_SHAPE),
+            "robot": args.robot,
+        }
         numbers |= _bench_client(cmd, tel, args.requests, args.warmup, rng)
         numbers |= _bench_dealer(cmd, args.requests, args.warmup, rng)
         numbers |= _bench_websocket(ws_port, args.requests, args.warmup, rng)
@@ -231,8 +247,12 @@ def run(args: argparse.Namespace):
                 p.kill()
     numbers["websocket_over_zmq_p50"] = numbers["websocket_rtt_p50_ms"] / numbers["zmq_rtt_p50_ms"]
     numbers["websocket_over_zmq_p99"] = numbers["websocket_rtt_p99_ms"] / numbers["zmq_rtt_p99_ms"]
-    numbers["websocket_over_zmq_echo_p50"] = numbers["websocket_rtt_p50_ms"] / numbers["zmq_echo_rtt_p50_ms"]
-    numbers["websocket_over_zmq_echo_p99"] = numbers["websocket_rtt_p99_ms"] / numbers["zmq_echo_rtt_p99_ms"]
+    numbers["websocket_over_zmq_echo_p50"] = (
+        numbers["websocket_rtt_p50_ms"] / numbers["zmq_echo_rtt_p50_ms"]
+    )
+    numbers["websocket_over_zmq_echo_p99"] = (
+        numbers["websocket_rtt_p99_ms"] / numbers["zmq_echo_rtt_p99_ms"]
+    )
     n = numbers
     md = (
         f"`execute_chunk` ({CHUNK_SHAPE[0]}x{CHUNK_SHAPE[1]} float32) -> `accepted` round trip on loopback, "

@@ -19,9 +19,18 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p.add_argument("--task", default="pick_place_bin", help="sim task to load (see docs/sim.md)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resolution", type=int, default=64, help="camera images are RES x RES")
-    p.add_argument("--heartbeat-timeout", type=float, default=0.5, help="seconds; armed and silent -> FAULT")
-    p.add_argument("--keys", type=Path, help="CURVE key directory: server.key_secret and clients/*.key")
-    p.add_argument("--make-keys", type=Path, metavar="DIR", help="write server + 'workbench' client keys to DIR and exit")
+    p.add_argument(
+        "--heartbeat-timeout", type=float, default=0.5, help="seconds; armed and silent -> FAULT"
+    )
+    p.add_argument(
+        "--keys", type=Path, help="CURVE key directory: server.key_secret and clients/*.key"
+    )
+    p.add_argument(
+        "--make-keys",
+        type=Path,
+        metavar="DIR",
+        help="write server + 'workbench' client keys to DIR and exit",
+    )
     p.set_defaults(func=_sim_robot)
 
 
@@ -29,12 +38,14 @@ def _sim_robot(args: argparse.Namespace) -> int:
     import logging
 
     from robot.security import load_server_keys, make_keys
-    from robot.server import RobotServer, ServerConfig
+    from robot.server import RobotServer, ServerConfig, ServerDied
 
     if args.make_keys:
         d = make_keys(args.make_keys)
-        print(f"wrote {d}/server.key (give to clients), {d}/server.key_secret, "
-              f"{d}/workbench.key_secret and {d}/clients/workbench.key")
+        print(
+            f"wrote {d}/server.key (give to clients), {d}/server.key_secret, "
+            f"{d}/workbench.key_secret and {d}/clients/workbench.key"
+        )
         return 0
     config = ServerConfig(
         host=args.bind,
@@ -52,6 +63,9 @@ def _sim_robot(args: argparse.Namespace) -> int:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
+    except ServerDied as e:  # the robot was told to hold; a half-alive server must not linger
+        logging.getLogger("robot.server").error("exiting: %s", e)
+        return 1
     finally:
         robot.disconnect()
     return 0

@@ -77,7 +77,11 @@ class KinematicRobot:
         uv, _ = c.project(self.pose[None, :3])  # (1, 2) pixels
         u, v = int(uv[0, 0]), int(uv[0, 1])
         if 0 <= u < c.width and 0 <= v < c.height:
-            img[max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2] = (255, 255, int(255 * (1 - self.pose[6])))
+            img[max(v - 1, 0) : v + 2, max(u - 1, 0) : u + 2] = (
+                255,
+                255,
+                int(255 * (1 - self.pose[6])),
+            )
         return {"images": {"top": img}, "state": self.get_state()}
 
     def send_action(self, action: np.ndarray) -> np.ndarray:

@@ -153,6 +153,8 @@ def decode(frame: bytes) -> dict[str, Any]:
         raise ProtocolError(f"message must be a msgpack map, got {type(obj).__name__}")
     msg_id = obj.get("msg_id")
     msg_id = msg_id if isinstance(msg_id, str) and 0 < len(msg_id) <= MAX_MSG_ID_LEN else None
+    if obj.get("__ndarray__") is True:
+        raise ProtocolError("message must be a msgpack map, got an array", msg_id)
     try:
         return _decode_arrays(obj)
     except ValueError as e:

@@ -534,19 +534,21 @@ class RobotServer:
                     f"a message is one frame, got {len(frames) - 1}", _msg_id_of(msg)
                 )
             msg = validate_request(decode(frames[1]))
+            self._dispatch(identity, msg, reply)
         except ProtocolError as e:
             if e.msg_id is None:
                 self.stats.dropped += 1
             else:
                 self.stats.rejected += 1
                 reply(ack(e.msg_id, "rejected", e.reason))
-            return
-        try:
-            self._dispatch(identity, msg, reply)
         except Exception as e:  # a server bug met by odd input: answer it, stay up
-            log.exception("request %s failed", msg.get("type"))
+            log.exception("request failed")
             self.stats.errors += 1
-            reply(ack(msg["msg_id"], "rejected", f"robot server error: {type(e).__name__}: {e}"))
+            msg_id = _msg_id_of(msg)
+            if msg_id is None:
+                self.stats.dropped += 1
+            else:
+                reply(ack(msg_id, "rejected", f"robot server error: {type(e).__name__}: {e}"))
 
     def _dispatch(
         self, identity: bytes, msg: dict[str, Any], reply: Callable[[dict[str, Any]], None]

@@ -71,7 +71,9 @@ class CameraCalib:
         """Back-project pixels (N, 2) at depths (N,) to world points (N, 3)."""
         uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
         d = np.asarray(depth, dtype=np.float64).reshape(-1)
-        rays = np.linalg.solve(np.asarray(self.K, dtype=np.float64), np.c_[uv, np.ones(len(uv))].T).T
+        rays = np.linalg.solve(
+            np.asarray(self.K, dtype=np.float64), np.c_[uv, np.ones(len(uv))].T
+        ).T
         pc = rays * d[:, None]  # z component of rays is 1, so depth is z
         return pc @ self.T_world_cam[:3, :3].T + self.T_world_cam[:3, 3]
 
@@ -154,7 +156,9 @@ class Episode:
             raise ValueError(f"actions shape {self.actions.shape} != ({T}, {ACTION_DIM})")
         for cam, f in self.frames.items():
             if f.ndim != 4 or f.shape[0] != T or f.shape[3] != 3 or f.dtype != np.uint8:
-                raise ValueError(f"frames[{cam!r}] must be uint8 (T={T}, H, W, 3), got {f.shape} {f.dtype}")
+                raise ValueError(
+                    f"frames[{cam!r}] must be uint8 (T={T}, H, W, 3), got {f.shape} {f.dtype}"
+                )
         prev = 0
         for e in self.events:
             if e.start != prev:

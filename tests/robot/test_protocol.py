@@ -7,7 +7,9 @@ import pytest
 from robot.protocol import ProtocolError, ack, decode, encode, request, validate_request
 
 
-@pytest.mark.parametrize("dtype", ["bool", "int8", "int64", "uint8", "uint16", "float16", "float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype", ["bool", "int8", "int64", "uint8", "uint16", "float16", "float32", "float64"]
+)
 def test_arrays_round_trip_for_every_allowed_dtype(dtype):
     a = (np.arange(24).reshape(2, 3, 4) % 3).astype(dtype)
     out = decode(encode({"v": 1, "type": "x", "a": a, "nested": {"cam": {"img": a}}}))
@@ -24,7 +26,12 @@ def test_wire_form_of_an_array_is_the_documented_map():
 
 def _array_map(dtype: str, shape, data: bytes) -> bytes:
     return msgpack.packb(
-        {"v": 1, "type": "execute_chunk", "msg_id": "m1", "actions": {"__ndarray__": True, "data": data, "dtype": dtype, "shape": shape}},
+        {
+            "v": 1,
+            "type": "execute_chunk",
+            "msg_id": "m1",
+            "actions": {"__ndarray__": True, "data": data, "dtype": dtype, "shape": shape},
+        },
         use_bin_type=True,
     )
 
@@ -62,7 +69,10 @@ def test_pickle_is_never_executed(tmp_path):
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
-    for payload in (pickle.dumps(Evil()), msgpack.packb({"v": 1, "msg_id": "x", "data": pickle.dumps(Evil())})):
+    for payload in (
+        pickle.dumps(Evil()),
+        msgpack.packb({"v": 1, "msg_id": "x", "data": pickle.dumps(Evil())}),
+    ):
         try:
             msg = decode(payload)
         except ProtocolError:
@@ -95,21 +105,69 @@ GOOD_CHUNK = dict(chunk_id="c1", seq=1, actions=np.zeros((4, 7), np.float32), dt
         ({"v": 1, "type": "hello"}, "'msg_id' must be"),
         ({"v": 1, "type": "hello", "msg_id": ""}, "'msg_id' must be"),
         ({"v": 2, "type": "hello", "msg_id": "a", "client": "x"}, "unsupported protocol version 2"),
-        ({"v": True, "type": "hello", "msg_id": "a", "client": "x"}, "unsupported protocol version"),
+        (
+            {"v": True, "type": "hello", "msg_id": "a", "client": "x"},
+            "unsupported protocol version",
+        ),
         ({"v": 1, "type": "fly", "msg_id": "a"}, "unknown request type 'fly'"),
         ({"v": 1, "type": "hello", "msg_id": "a"}, "missing field 'client'"),
         ({"v": 1, "type": "reset", "msg_id": "a", "seed": -1}, "'seed' must be an int >= 0"),
         ({"v": 1, "type": "reset", "msg_id": "a", "task": 3}, "'task' must be a string"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "seq": True}), "'seq' must be an int"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "dt": 0}), "'dt' must be a finite number"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "dt": float("nan")}), "'dt' must be a finite number"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "chunk_id": 5}), "'chunk_id' must be a string"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "actions": [[0.0] * 7]}), "must be an ndarray"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "actions": np.zeros((4, 7))}), "float32"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "actions": np.zeros((4, 6), np.float32)}), r"shape \(H, 7\)"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "actions": np.zeros((0, 7), np.float32)}), "H >= 1"),
-        (request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "expires_at_ns": "soon"}), "'expires_at_ns' must be an int"),
-        ({"v": 1, "type": "execute_chunk", "msg_id": "a", "seq": 1, "actions": np.zeros((1, 7), np.float32), "dt": 0.1}, "missing field 'chunk_id'"),
+        (
+            request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "seq": True}),
+            "'seq' must be an int",
+        ),
+        (
+            request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "dt": 0}),
+            "'dt' must be a finite number",
+        ),
+        (
+            request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "dt": float("nan")}),
+            "'dt' must be a finite number",
+        ),
+        (
+            request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "chunk_id": 5}),
+            "'chunk_id' must be a string",
+        ),
+        (
+            request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "actions": [[0.0] * 7]}),
+            "must be an ndarray",
+        ),
+        (
+            request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "actions": np.zeros((4, 7))}),
+            "float32",
+        ),
+        (
+            request(
+                "execute_chunk",
+                msg_id="a",
+                **{**GOOD_CHUNK, "actions": np.zeros((4, 6), np.float32)},
+            ),
+            r"shape \(H, 7\)",
+        ),
+        (
+            request(
+                "execute_chunk",
+                msg_id="a",
+                **{**GOOD_CHUNK, "actions": np.zeros((0, 7), np.float32)},
+            ),
+            "H >= 1",
+        ),
+        (
+            request("execute_chunk", msg_id="a", **{**GOOD_CHUNK, "expires_at_ns": "soon"}),
+            "'expires_at_ns' must be an int",
+        ),
+        (
+            {
+                "v": 1,
+                "type": "execute_chunk",
+                "msg_id": "a",
+                "seq": 1,
+                "actions": np.zeros((1, 7), np.float32),
+                "dt": 0.1,
+            },
+            "missing field 'chunk_id'",
+        ),
     ],
 )
 def test_validation_gives_precise_reasons(msg, why):
@@ -118,10 +176,22 @@ def test_validation_gives_precise_reasons(msg, why):
 
 
 def test_valid_requests_pass_and_replies_carry_ack_of():
-    for msg in (request("hello", client="t"), request("arm"), request("reset", task="x", seed=3), request("execute_chunk", **GOOD_CHUNK)):
+    for msg in (
+        request("hello", client="t"),
+        request("arm"),
+        request("reset", task="x", seed=3),
+        request("execute_chunk", **GOOD_CHUNK),
+    ):
         assert validate_request(decode(encode(msg)))["msg_id"] == msg["msg_id"]
     a = ack("m7", "done", executed_steps=3)
-    assert decode(encode(a)) == {"v": 1, "type": "ack", "ack_of": "m7", "status": "done", "reason": "", "executed_steps": 3}
+    assert decode(encode(a)) == {
+        "v": 1,
+        "type": "ack",
+        "ack_of": "m7",
+        "status": "done",
+        "reason": "",
+        "executed_steps": 3,
+    }
     ids = {request("heartbeat")["msg_id"] for _ in range(1000)}
     assert len(ids) == 1000
 

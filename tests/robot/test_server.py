@@ -113,7 +113,11 @@ def test_forbidden_transitions_are_rejected_with_a_reason(link, mode, req):
     else:
         reply = c.request(req)
     assert reply["status"] == "rejected"
-    assert mode in reply["reason"] or "disarm first" in reply["reason"] or "reset_fault" in reply["reason"], reply
+    assert (
+        mode in reply["reason"]
+        or "disarm first" in reply["reason"]
+        or "reset_fault" in reply["reason"]
+    ), reply
     assert server.mode == mode
     if mode != "EXECUTING":
         assert len(robot.sent) == sent_before
@@ -143,7 +147,13 @@ def test_unsafe_chunks_are_rejected_and_nothing_moves(link):
     c.arm()
 
     def send(**kw):
-        fields = {"chunk_id": "c", "seq": kw.pop("seq"), "actions": link.hold_chunk(HOME, 4), "dt": 0.1, **kw}
+        fields = {
+            "chunk_id": "c",
+            "seq": kw.pop("seq"),
+            "actions": link.hold_chunk(HOME, 4),
+            "dt": 0.1,
+            **kw,
+        }
         return c.request("execute_chunk", **fields)
 
     nan = link.hold_chunk(HOME, 4)
@@ -176,10 +186,14 @@ def test_unsafe_chunks_are_rejected_and_nothing_moves(link):
 
 def test_workspace_clip_and_gripper_clip(link):
     robot = KinematicRobot()
-    server = link.server(robot, workspace_min=(-0.1, -0.1, 0.05), workspace_max=(0.1, 0.1, 0.25), max_step_m=1.0)
+    server = link.server(
+        robot, workspace_min=(-0.1, -0.1, 0.05), workspace_max=(0.1, 0.1, 0.25), max_step_m=1.0
+    )
     c = link.client(server)
     c.arm()
-    far = np.array([[0.5, -0.5, -1.0, 0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 0.2, 0.0, 0.0, 0.0, -1.0]], np.float32)
+    far = np.array(
+        [[0.5, -0.5, -1.0, 0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 0.2, 0.0, 0.0, 0.0, -1.0]], np.float32
+    )
     done = c.execute_chunk(far).result(3)
     assert done["status"] == "done" and done["executed_steps"] == 2 and done["clipped_steps"] == 2
     np.testing.assert_allclose(robot.sent[0], [0.1, -0.1, 0.05, 0, 0, 0, 1.0])
@@ -193,7 +207,9 @@ def test_a_jump_is_spread_over_capped_steps(link):
     c.arm()
     target = np.array([[0.1, 0.0, 0.2, 0.0, 0.0, 0.5, 0.0]], np.float32)  # 10 cm and 0.5 rad away
     done = c.execute_chunk(target).result(5)
-    assert done["status"] == "done" and done["executed_steps"] == 1 and done["interpolated_steps"] == 4
+    assert (
+        done["status"] == "done" and done["executed_steps"] == 1 and done["interpolated_steps"] == 4
+    )
     path = np.array([HOME, *robot.sent])  # (6, 7)
     assert len(robot.sent) == 5
     assert np.all(np.linalg.norm(np.diff(path[:, :3], axis=0), axis=1) <= 0.02 + 1e-6)
@@ -282,7 +298,9 @@ def test_estop_from_a_second_connection_is_immediate_and_latched(link):
     seen = driver.wait_telemetry(lambda t: t["mode"] == "ESTOP", timeout=1)
     t_seen = time.monotonic()
     n_sent = len(robot.sent)
-    print(f"estop: ack {1e3 * (t_ack - t0):.1f} ms, ESTOP on telemetry {1e3 * (t_seen - t0):.1f} ms")
+    print(
+        f"estop: ack {1e3 * (t_ack - t0):.1f} ms, ESTOP on telemetry {1e3 * (t_seen - t0):.1f} ms"
+    )
     assert t_ack - t0 <= 0.05 and t_seen - t0 <= 0.05
     assert server.stats.last_estop_t - t0 <= 0.05
     assert seen["faults"] == ["estop"]
@@ -319,7 +337,12 @@ def test_hello_and_observation(link):
     info = c.info
     assert info["type"] == "hello" and info["action_space"] == "ee_pose_abs" and info["fps"] == 10
     assert info["action_names"] == ["x", "y", "z", "roll", "pitch", "yaw", "gripper"]
-    assert set(info["limits"]) == {"workspace_min", "workspace_max", "max_step_m", "max_rot_step_rad"}
+    assert set(info["limits"]) == {
+        "workspace_min",
+        "workspace_max",
+        "max_step_m",
+        "max_rot_step_rad",
+    }
     assert np.shape(info["cameras"]["top"]["K"]) == (3, 3) and info["max_chunk_len"] == 64
     obs = c.get_observation()
     assert obs["images"]["top"].dtype == np.uint8 and obs["images"]["top"].shape == (32, 32, 3)
@@ -334,7 +357,16 @@ def test_malformed_input_is_answered_or_dropped_and_the_server_lives(link):
     s.connect(server.cmd_endpoint)
     s.send(b"\x00\xc1 not msgpack")  # dropped: no msg_id to answer
     s.send_multipart([encode(request("hello", client="x")), b"extra"])  # two frames
-    s.send(encode({"v": 1, "type": "arm", "msg_id": "m-bad", "actions": {"__ndarray__": True, "dtype": "|O", "data": b"", "shape": [0]}}))
+    s.send(
+        encode(
+            {
+                "v": 1,
+                "type": "arm",
+                "msg_id": "m-bad",
+                "actions": {"__ndarray__": True, "dtype": "|O", "data": b"", "shape": [0]},
+            }
+        )
+    )
     s.send(encode(request("hello", client="x", msg_id="m-ok")))
     replies = [decode(s.recv()) for _ in range(3)]
     s.close()
@@ -377,7 +409,9 @@ def test_non_loopback_bind_without_keys_is_refused(tmp_path):
     for host in ("0.0.0.0", "192.168.1.20", "robot.local", "*"):
         with pytest.raises(ValueError, match="without CURVE keys"):
             ServerConfig(host=host)
-    ServerConfig(host="0.0.0.0", keys=load_server_keys(make_keys(tmp_path)))  # with keys it is allowed
+    ServerConfig(
+        host="0.0.0.0", keys=load_server_keys(make_keys(tmp_path))
+    )  # with keys it is allowed
     ServerConfig(host="::1")
 
 
@@ -395,9 +429,16 @@ def test_curve_only_allowed_clients_get_answers(link, tmp_path):
 
     # A stranger with a key the robot does not know: the handshake fails, nothing arrives.
     bad_keys = load_client_keys(stranger_dir, name="intruder")
-    stranger = link.client(server, hello=False, timeout_s=0.5,
-                           keys=ClientKeys(server_public=load_client_keys(keys_dir).server_public,
-                                           public=bad_keys.public, secret=bad_keys.secret))
+    stranger = link.client(
+        server,
+        hello=False,
+        timeout_s=0.5,
+        keys=ClientKeys(
+            server_public=load_client_keys(keys_dir).server_public,
+            public=bad_keys.public,
+            secret=bad_keys.secret,
+        ),
+    )
     plain = link.client(server, hello=False, timeout_s=0.5)  # no CURVE at all
     for c in (stranger, plain):
         for req in ("hello", "arm", "estop"):

@@ -9,57 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from robot.protocol import Mode
-from robot.sim.robot import SimRobot
-
-
-class RecordingSimRobot(SimRobot):
-    """The sim robot, recording every target it is sent (with the wall-clock time) and, at each
-    10 ms tick of its physics clock, the sim time, the commanded mocap pose and the measured state."""
-
-    def __init__(self, *a, **kw):
-        super().__init__(*a, **kw)
-        self.states: list[np.ndarray] = []  # the target of every send_action
-        self.sent_at: list[float] = []
-        self.trace: list[tuple[float, np.ndarray, np.ndarray]] = []  # (sim t, mocap xyz, state)
-
-    def send_action(self, action):
-        sent = super().send_action(action)
-        self.sent_at.append(time.monotonic())
-        self.states.append(sent.copy())
-        return sent
-
-    def _tick(self):
-        super()._tick()
-        with self.paused() as env:
-            self.trace.append((float(env.data.time), env.data.mocap_pos[0].copy(), env.state()))
-
-
-def max_motion_per_period(trace, period: float = 0.1) -> tuple[float, float]:
-    """Largest displacement of the mocap target and of the measured grip point over any
-    `period` of sim time, from a clock trace."""
-    t = np.array([s[0] for s in trace])
-    mocap = np.array([s[1] for s in trace])
-    state = np.array([s[2][:3] for s in trace])
-    j = np.searchsorted(t, t + period - 1e-9)
-    ok = j < len(t)
-    i, j = np.flatnonzero(ok), j[ok]
-    return (
-        float(np.max(np.linalg.norm(mocap[j] - mocap[i], axis=1))),
-        float(np.max(np.linalg.norm(state[j] - state[i], axis=1))),
-    )
 
 
 @pytest.fixture
-def sim():
-    r = RecordingSimRobot(task="pick_place_bin", seed=0)
-    yield r
-    r.disconnect()
+def sim(recording_sim):
+    return recording_sim(task="pick_place_bin", seed=0)
 
 
 def test_hello_observation_reset_and_progress(link, sim):
@@ -128,7 +89,7 @@ def test_a_jump_is_spread_over_capped_sim_steps(link, sim):
     steps = np.linalg.norm(np.diff(path[:, :3], axis=0), axis=1)
     assert np.all(steps <= 0.03 + 1e-6), steps
     time.sleep(0.3)
-    mocap, measured = max_motion_per_period(sim.trace)
+    mocap, measured = sim.max_motion_per_period()
     assert mocap <= 0.03 + 1e-6 and measured <= 0.03 + 2e-3, (mocap, measured)
     np.testing.assert_allclose(sim.env.target, target, atol=1e-6)  # the commanded pose got there
     np.testing.assert_allclose(sim.get_state()[:3], target[:3], atol=5e-3)  # the body trails by mm
@@ -177,6 +138,44 @@ def test_estop_on_the_sim_from_a_second_connection(link, sim):
     np.testing.assert_allclose(sim.get_state(), pose, atol=2e-3)  # held where it was
     panel.reset_fault()
     assert server.mode == Mode.IDLE
+
+
+@pytest.mark.slow
+def test_observations_hammered_from_another_connection_leave_the_sim_within_the_caps(
+    link, recording_sim
+):
+    """Must-show: while a chunk runs, another connection renders 128x128 observations as fast
+    as it can; the targets sent and the sim's own state both move at most one cap per period."""
+    cap = 0.02
+    sim = recording_sim(task="pick_place_bin", seed=0, resolution=128)
+    server = link.server(sim, max_step_m=cap, heartbeat_timeout_s=2.0)
+    c = link.client(server)
+    c.arm()
+    stop, n_obs = threading.Event(), [0]
+    hammer = threading.Thread(
+        target=link.hammer_observations, args=(server, stop, n_obs), daemon=True
+    )
+    hammer.start()
+    time.sleep(0.3)
+    start = sim.get_state().copy()
+    chunk = np.tile(start, (10, 1))  # 20 cm forward ...
+    chunk[:, 0] = start[0] + cap * np.arange(1, 11)
+    chunk = np.concatenate([chunk, chunk[::-1]])  # ... and back
+    sim.trace.clear()
+    done = c.execute_chunk(chunk).result(30)
+    time.sleep(0.3)
+    stop.set()
+    hammer.join(20)
+    assert done["status"] == "done" and n_obs[0] >= 10
+    link.check_capped_sends(
+        np.array([start, *sim.states]), np.array([-np.inf, *sim.sent_at]), cap, 0.1
+    )
+    mocap, measured = sim.max_motion_per_period()
+    print(
+        f"{n_obs[0]} observations rendered meanwhile; per 0.1 s of sim time the mocap moved "
+        f"at most {mocap * 1e3:.2f} mm, the grip point {measured * 1e3:.2f} mm"
+    )
+    assert mocap <= cap + 1e-6 and measured <= cap + 2e-3
 
 
 def _free_port() -> int:
