@@ -185,7 +185,10 @@ def evaluate_imagination(
     scores, sheet = [], []
     for i in chosen.tolist():
         t0 = time.perf_counter()
-        s = samples[i]
+        try:
+            s = samples[i]
+        except KeyError as e:  # the dataset lacks a view the model was trained on
+            raise ValueError(f"{dataset.root}: {e.args[0]}") from e
         names = list(s["cameras"]) or [f"view{v}" for v in range(len(s["video"]))]
         text = s["caption"] if model.recipe == "event" else dataset.task(s["episode_index"])
         obs = Observation(
