@@ -615,6 +615,40 @@ def run_policy(env: SimEnv, policy: Callable[[SimEnv], np.ndarray], steps: int) 
     return out
 
 
+def ignore_instruction(env: SimEnv) -> None:
+    """Make the next expert rollout on `env` ignore the instruction, from a reset state.
+
+    The expert then acts on a fixed guess for what only the instruction says: the buttons
+    are pressed in a fixed order (every button, three rounds), each block goes to the bin of
+    the same index. Everything else (seeing where things are, grasping) stays expert, so the
+    score measures what reading the instruction is worth. Task Progress still scores the real
+    instruction: the scorer keeps its own copy of the layout.
+    """
+    lay = env.layout
+    if env.task.kind == "buttons":
+        env.layout = {**lay, "order": sorted(lay["colours"]) * 3}
+    elif env.task.kind == "sort":
+        env.layout = {**lay, "match": {b: f"bin{b[-1]}" for b in sorted(lay["match"])}}
+
+
+def blind_score(task: str, seed: int, env: SimEnv | None = None) -> int:
+    """Final Task Progress score of the instruction-ignoring expert (`ignore_instruction`);
+    the rollout stops once no further credit is possible."""
+    own = env is None
+    env = SimEnv(task, seed=seed) if env is None else env
+    try:
+        env.reset(seed, render=False)
+        ignore_instruction(env)
+        assert env.progress is not None
+        for _ in run_expert(env):
+            if env.progress.final:
+                break
+        return env.task_progress()
+    finally:
+        if own:
+            env.close()
+
+
 @dataclass
 class RolloutStats:
     """Per-rollout summary used by tests and docs."""
