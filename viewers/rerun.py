@@ -61,7 +61,9 @@ STATUSES: tuple[str, ...] = ("imagining", "imagined", "executing", "done", "abor
 IMAGINED_OPEN, IMAGINED_CLOSED = (46, 134, 171), (241, 143, 1)
 EXECUTED_OPEN, EXECUTED_CLOSED = (59, 178, 115), (192, 57, 43)
 INVALID = (160, 160, 160)  # imagined steps after the validity channel ends the chunk
-PATH_RADIUS, PREVIEW_RADIUS = 0.003, 0.0015
+# Line widths in UI points (Rerun reads negative radii as screen-space), so paths stay visible
+# at any zoom; previews are thinner than the final path that replaces them.
+PATH_RADIUS, PREVIEW_RADIUS = -2.5, -1.0
 SERIES_COLOURS = {
     "x": (228, 87, 46),
     "y": (59, 178, 115),
@@ -77,9 +79,16 @@ SERIES_COLOURS = {
 # ---------------------------------------------------------------------------------- blueprint
 
 
-def blueprint(camera_names: Sequence[str]) -> rrb.Blueprint:
+def blueprint(
+    camera_names: Sequence[str],
+    workspace_min: Sequence[float] = WORKSPACE_MIN,
+    workspace_max: Sequence[float] = WORKSPACE_MAX,
+) -> rrb.Blueprint:
     """The workbench layout: observed and imagined views (left), the 3D world and the action
     and validity plots (right), the active plan event under the images.
+
+    The 3D area has two tabs on ``/world``: "world" (cameras, paths, end effector; the cones
+    left out so the paths read) and "sight cones" (everything); the workspace box aims the eye.
 
     The time panel starts on ``imagined_step``, collapsed to its play bar, so the imagined
     video plays in step with the action plots; the side panels start collapsed to leave the
@@ -118,7 +127,24 @@ def blueprint(camera_names: Sequence[str]) -> rrb.Blueprint:
         ),
         series("gripper", "gripper & validity", ["actions/gripper", "validity"]),
     )
-    world = rrb.Spatial3DView(origin="/world", name="world")
+    lo, hi = np.asarray(workspace_min, np.float64), np.asarray(workspace_max, np.float64)
+    centre = (lo + hi) / 2
+    # An orbit eye outside the camera rig, looking at the workspace from the front-right.
+    eye = rrb.EyeControls3D(
+        position=centre + np.array([1.0, -0.9, 0.7]) * 1.4 * float(np.max(hi - lo)),
+        look_target=centre,
+        eye_up=[0.0, 0.0, 1.0],
+    )
+    world = rrb.Tabs(
+        rrb.Spatial3DView(
+            origin="/world",
+            contents=["+ $origin/**", "- /world/cones/**"],  # paths unclouded by the cones
+            name="world",
+            eye_controls=eye,
+        ),
+        rrb.Spatial3DView(origin="/world", name="sight cones", eye_controls=eye),
+        active_tab=0,
+    )
     return rrb.Blueprint(
         rrb.Horizontal(
             rrb.Vertical(
@@ -220,12 +246,10 @@ def _log_plan_path(
         strips.append(actions[n - 1 :, :3])  # from the last executed step on
         colours.append(INVALID)
         radii.append(radius / 2)
-    labels = [label] + [""] * (len(strips) - 1)
+    labels = [label] * len(strips)  # shown on hover: drawn labels would cover the paths
     rr.log(
         f"world/plan/e{event_index}/ee_path",
-        rr.LineStrips3D(
-            strips, colors=colours, radii=radii, labels=labels, show_labels=bool(label)
-        ),
+        rr.LineStrips3D(strips, colors=colours, radii=radii, labels=labels, show_labels=False),
         recording=recording,
     )
 
@@ -260,6 +284,7 @@ def log_scene(
     rr.log(
         "world/workspace",
         rr.Boxes3D(
+            fill_mode=rr.components.FillMode.MajorWireframe,
             mins=[lo],
             sizes=[hi - lo],
             colors=[(90, 90, 90)],
@@ -276,6 +301,7 @@ def log_scene(
         rr.log(
             f"world/cameras/{name}",
             rr.Transform3D(translation=cam.T_world_cam[:3, 3], mat3x3=cam.T_world_cam[:3, :3]),
+            rr.TransformAxes3D(0.03),  # short axes: the frustum already shows the pose
             rr.Pinhole(
                 image_from_camera=cam.K,
                 resolution=[cam.width, cam.height],

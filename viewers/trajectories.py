@@ -32,7 +32,7 @@ KIND_LABEL = {"imagined": "imagined", "executed": "executed", "ground_truth": "g
 # Gripper: commands are 0 (open) or 1 (closed); the measured closure stops near 0.5 when the
 # fingers hold a 4 cm block, so a midpoint threshold would call a grasp open.
 GRIPPER_CLOSED = 0.25
-MARKER_OPEN, MARKER_CLOSED = 2.5, 7.0
+MARKER_OPEN, MARKER_CLOSED = 3.0, 10.0
 MIN_EXTENT = 0.1  # m: an axis spans at least this much, so a vertical press is not a needle
 
 

@@ -46,27 +46,32 @@ def away_camera():
 class Recording:
     """What a Rerun stream held, read back from the .rrd bytes with rerun's chunk reader."""
 
-    def __init__(self, path: Path) -> None:
-        reader = RrdReader(path)
-        self.recordings = reader.recordings()
+    def __init__(self, *paths: Path) -> None:
+        """``paths``: .rrd files in logging order (each piece a binary stream's read() gave)."""
+        self.recordings = []
         self.rows: dict[str, int] = defaultdict(int)
         self.static: dict[str, bool] = {}
         self.timelines: dict[str, set[str]] = defaultdict(set)
         self.columns: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
-        for chunk in reader.stream().collect().stream():
-            e = chunk.entity_path
-            self.rows[e] += chunk.num_rows
-            self.static[e] = chunk.is_static
-            self.timelines[e] |= set(chunk.timeline_names)
-            batch = chunk.to_record_batch()
-            for name in batch.schema.names:
-                self.columns[e][name] += batch.column(name).to_pylist()
         self.blueprint_values: list[str] = []
-        for entry in reader.blueprints():
-            for chunk in reader.stream(store=entry).collect().stream():
+        for path in paths:
+            reader = RrdReader(path)
+            self.recordings += [r for r in reader.recordings() if r not in self.recordings]
+            for chunk in reader.stream().collect().stream():
+                e = chunk.entity_path
+                self.rows[e] += chunk.num_rows
+                self.static[e] = chunk.is_static
+                self.timelines[e] |= set(chunk.timeline_names)
                 batch = chunk.to_record_batch()
                 for name in batch.schema.names:
-                    self.blueprint_values += [f"{name}={v}" for v in batch.column(name).to_pylist()]
+                    self.columns[e][name] += batch.column(name).to_pylist()
+            for entry in reader.blueprints():
+                for chunk in reader.stream(store=entry).collect().stream():
+                    batch = chunk.to_record_batch()
+                    for name in batch.schema.names:
+                        self.blueprint_values += [
+                            f"{name}={v}" for v in batch.column(name).to_pylist()
+                        ]
 
     def entities(self) -> set[str]:
         return {e for e in self.rows if not e.startswith("/__")}
@@ -76,6 +81,11 @@ class Recording:
             f"{entity} has no {name}: {sorted(self.columns[entity])}"
         )
         return self.columns[entity][name]
+
+
+@pytest.fixture()
+def read_rrd() -> Callable[..., Recording]:
+    return Recording
 
 
 @pytest.fixture()
