@@ -106,26 +106,22 @@ def blueprint(
         name="imagined",
     )
 
-    def series(name: str, title: str, entities: Sequence[str]) -> rrb.TimeSeriesView:
+    def series(title: str, names: Sequence[str]) -> rrb.TimeSeriesView:
+        paths = {n: f"/plots/actions/{n}" if n in ACTION_NAMES else f"/plots/{n}" for n in names}
         return rrb.TimeSeriesView(
             origin="/plots",
-            contents=[f"/plots/{e}" for e in entities],
+            contents=list(paths.values()),
             name=title,
             overrides={
-                f"/plots/{e}": rr.SeriesLines(
-                    names=e.split("/")[-1], colors=[SERIES_COLOURS[e.split("/")[-1]]]
-                )
-                for e in entities
+                p: rr.SeriesLines(names=n, colors=[SERIES_COLOURS[n]]) for n, p in paths.items()
             },
             plot_legend=rrb.Corner2D.RightTop,
         )
 
     plots = rrb.Horizontal(
-        series("position", "position (m)", ["actions/x", "actions/y", "actions/z"]),
-        series(
-            "orientation", "orientation (rad)", ["actions/roll", "actions/pitch", "actions/yaw"]
-        ),
-        series("gripper", "gripper & validity", ["actions/gripper", "validity"]),
+        series("position (m)", ["x", "y", "z"]),
+        series("orientation (rad)", ["roll", "pitch", "yaw"]),
+        series("gripper & validity", ["gripper", "validity"]),
     )
     lo, hi = np.asarray(workspace_min, np.float64), np.asarray(workspace_max, np.float64)
     centre = (lo + hi) / 2
