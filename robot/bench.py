@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,18 @@ import numpy as np
 from robot.protocol import ack, decode, encode, request
 
 CHUNK_SHAPE = (32, 7)
+
+
+@dataclass
+class LinkResult:
+    """What `wallwm bench` writes: `numbers` to docs/bench/link.json, `markdown` to this target's
+    section of docs/benchmarks.md (the writer is the CLI's: robot/ imports nothing of the rest)."""
+
+    target: str
+    numbers: dict  # flat, JSON-serialisable
+    markdown: str
+    command: str = ""
+    extra: dict = field(default_factory=dict)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -210,9 +223,7 @@ def _bench_websocket(port: int, n: int, warmup: int, rng: np.random.Generator) -
     return {"websocket_rtt_p50_ms": p50, "websocket_rtt_p99_ms": p99}
 
 
-def run(args: argparse.Namespace):
-    from app.bench import BenchResult
-
+def run(args: argparse.Namespace) -> LinkResult:
     if args.requests < 1 or args.warmup < 0:
         raise ValueError("--requests must be >= 1 and --warmup >= 0")
     ctx = mp.get_context("spawn")  # servers get a clean process: no inherited threads or sockets
@@ -268,4 +279,4 @@ def run(args: argparse.Namespace):
         f"{n['websocket_over_zmq_echo_p50']:.2f}x at p50, {n['websocket_over_zmq_echo_p99']:.2f}x at p99. "
         f"Telemetry received: {n['telemetry_hz']:.1f} Hz (server publishes at 50 Hz; protocol floor 20 Hz)."
     )
-    return BenchResult(target="link", numbers=numbers, markdown=md)
+    return LinkResult(target="link", numbers=numbers, markdown=md)
