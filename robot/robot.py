@@ -2,6 +2,14 @@
 
 A robot exposes its features, connects, returns observations, and executes one absolute
 end-effector target per call, returning what it really sent (after its own limits).
+
+Threads: the server calls `send_action`/`hold` from its control thread (and `hold` from its
+socket loop on a halt) while `get_observation` may be running on its worker thread; a robot
+must allow that, and `send_action` must not wait for a render.
+
+Optional methods the server uses when present: `get_state()` (cheap measured state, no
+images), `hold()` (stop where you are now, keep the gripper command; return that pose),
+`progress()` (Task Progress snapshot), `tasks()`, `episode()`, `expert_plan()` (sim).
 """
 
 from __future__ import annotations
@@ -48,5 +56,6 @@ class Robot(Protocol):
         """Move to the absolute target `action` (7,) over one control period; return what was
         really sent."""
 
-    def reset(self, task: str | None = None, seed: int | None = None) -> None:
-        """Put the scene back to a task's initial state (sim only; a real robot may refuse)."""
+    def reset(self, task: str | None = None, seed: int | None = None) -> dict[str, Any] | None:
+        """Put the scene back to a task's initial state (sim only; a real robot may refuse).
+        May return what the episode is (task, seed, split, instruction, ...)."""

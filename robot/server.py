@@ -596,12 +596,16 @@ class RobotServer:
                 reply(ack(msg_id, "rejected", _arm_refusal(self._mode)))
             else:
                 self._jobs.put((identity, msg))
-        elif type_ == "execute_chunk":
-            status, reason = self._on_execute(identity, msg)
-            reply(ack(msg_id, status, reason, chunk_id=msg["chunk_id"]))
-        elif type_ == "jog":
-            status, reason, fields = self._on_jog(identity, msg)
-            reply(ack(msg_id, status, reason, **fields))
+        elif type_ in ("execute_chunk", "jog"):
+            if type_ == "execute_chunk":
+                status, reason = self._on_execute(identity, msg)
+                reply(ack(msg_id, status, reason, chunk_id=msg["chunk_id"]))
+            else:
+                status, reason, fields = self._on_jog(identity, msg)
+                reply(ack(msg_id, status, reason, **fields))
+            if status in ("accepted", "ok"):  # wake the control thread only once the ack is out
+                with self._cond:
+                    self._cond.notify_all()
         else:
             status, reason = getattr(self, f"_on_{type_}")(identity)
             reply(ack(msg_id, status, reason))
@@ -777,7 +781,8 @@ class RobotServer:
 
     def _start(self, chunk: _Chunk, reason: str) -> None:
         """Run `chunk` now (ARMED) or at the next step boundary in place of the running one
-        (state lock held). A replacement that never started is aborted with `reason`."""
+        (state lock held; the caller wakes the control thread once its ack is out). A
+        replacement that never started is aborted with `reason`."""
         if self._mode == Mode.ARMED or self._chunk is None:
             self._chunk = chunk
         else:
@@ -788,7 +793,6 @@ class RobotServer:
                 self._chunk.abort_reason = reason
             self._next = chunk
         self._mode = Mode.EXECUTING
-        self._cond.notify_all()
 
     def _on_jog(self, identity: bytes, msg: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
         lim = self.limits
