@@ -340,8 +340,8 @@ class Backend:
         """Imagine event `event_index` of `plan`: previews while denoising, then the final result.
 
         Yields {"type": "preview", "event_index", "step", "steps", "actions" (H, 7), "validity"
-        (H,), "video" {cam: uint8 (F, H, W, 3)} (frame 0 observed, then one per latent frame),
-        "elapsed_s"}, then {"type": "final", "event_index", "result": Imagination, "timings",
+        (H,), "video" {cam: uint8 (length + 1, H, W, 3)} (frame 0 observed, then the projected
+        estimate per control step), "elapsed_s"}, then {"type": "final", "event_index", "result": Imagination, "timings",
         "elapsed_s"} where timings hold the model's own stage times and `queue_s`.
         In unified mode the plan's event is read as the task (the VLM picks the next event).
         """
@@ -390,15 +390,22 @@ class Backend:
         return self._submit(work)
 
     def _preview_video(self, msg: dict, obs: Any, names: list[str]) -> dict[str, np.ndarray]:
-        """Cheap per-view preview: the observation, then the projected clean-latent estimate."""
+        """Cheap per-view preview, frames 0..length like the final video: the observation, then
+        the projected clean-latent estimate (latent frame f stands for control steps 4f-3..4f)."""
+        from backend.model.wam import chunk_length
+
         z = msg["latents"][0, :, :, 1:].float().cpu().numpy()  # (V, C, F - 1, h, w)
         future = self.preview(z)  # (V, F - 1, H, W, 3)
+        length = min(chunk_length(msg["validity"]), 4 * future.shape[1])
+        latent_of_step = (np.arange(1, length + 1) - 1) // 4  # step t -> its latent frame - 1
         out = {}
         for i, name in enumerate(names):
             first = np.asarray(obs.images[name])
             if first.shape[:2] != future.shape[2:4]:
                 first = _resize_nearest(first, future.shape[2:4])
-            out[name] = np.concatenate([first[None], future[i]], axis=0)
+            out[name] = np.concatenate(
+                [first[None], future[i][latent_of_step]], axis=0
+            )  # (length + 1, H, W, 3)
         return out
 
     def cone_overlap(self, cameras: dict[str, CameraCalib]) -> dict[str, Any]:
