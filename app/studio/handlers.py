@@ -116,14 +116,13 @@ class Studio:
                     self.robot.stop()
                 if mode in ("ARMED", "EXECUTING", "PAUSED"):
                     self.robot.disarm()
-                reply = self.robot.reset(task=task, seed=int(seed))
-                self.robot.hello()  # cameras may move with the task (jitter)
+                reply = self.robot.reset(task=task, seed=int(seed))  # also updates the calibration
             except RejectedError as e:
                 raise BackendError(f"the robot refused the reset: {e.reason}") from None
             except LinkError as e:
                 raise BackendError(f"robot not reachable: {e}") from None
             instruction = str(reply.get("instruction") or self.tasks[task])
-            plan = [_event_text(e) for e in reply.get("plan") or []]
+            plan = [_event_text(e) for e in reply.get("expert_plan") or []]
             self.scene = Scene(
                 task, int(seed), instruction, [p for p in plan if p] or [instruction]
             )
@@ -560,7 +559,7 @@ class Studio:
         try:
             handle, im = self._send(session, k)
         except BackendError as e:
-            yield skip, warn(str(e)), skip, skip
+            yield skip, warn(str(e)), skip, skip, skip
             return
         stream = rr.binary_stream()
         text = session.plan[k]
@@ -569,7 +568,19 @@ class Studio:
         highlight_event(k, text, "executing")
         path: list[np.ndarray] = []
         session.executed[k] = path
-        yield stream.read(), f"Executing event {k + 1}: {text} ({im.length} steps)", skip, skip
+        try:  # the mode at once, not at the next tick: a short chunk may end before it
+            mode = self.robot.wait_telemetry(lambda t: t.get("chunk_id") == handle.chunk_id, 0.5)[
+                "mode"
+            ]
+        except LinkError:
+            mode = skip
+        yield (
+            stream.read(),
+            f"Executing event {k + 1}: {text} ({im.length} steps)",
+            skip,
+            skip,
+            mode,
+        )
         started = time.monotonic()
         last_yield = 0.0
         status = ""
@@ -595,6 +606,7 @@ class Studio:
                     f"({last_yield - started:.1f} s)",
                     skip,
                     skip,
+                    t.get("mode", skip),
                 )
             time.sleep(0.02)
         if not status:
@@ -622,7 +634,7 @@ class Studio:
             log_observation(session.obs.images, session.obs.state, session.obs_step)
         except (BackendError, LinkError, RejectedError):
             pass
-        yield stream.read(), status, self.figures(session)[0], self.plan_outputs(session)[0]
+        yield stream.read(), status, self.figures(session)[0], self.plan_outputs(session)[0], skip
 
     def _send(self, session: Session, k: int) -> tuple[Any, Any]:
         from robot.client import LinkError, RejectedError
