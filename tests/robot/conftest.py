@@ -80,8 +80,11 @@ class LinkFactory:
             f"shortest gap {gaps.min() * 1e3:.1f} ms (period {dt * 1e3:.0f})"
         )
         assert np.all(steps <= cap + 1e-6)
-        # No two targets inside one control period: a late tick stretches, it never catches up.
-        assert np.all(gaps >= 0.9 * dt), np.sort(gaps)[:5]
+        # A late tick stretches, it never catches up: the server spaces targets by at least a
+        # period on its own clock; seen from the robot, a thread preempted for a few ms between
+        # the two clocks shortens one gap by as much, so half a period is the bound tested here
+        # (a burst sends them within a millisecond).
+        assert np.all(gaps >= 0.5 * dt), np.sort(gaps)[:5]
 
     @staticmethod
     def hold_chunk(pose: np.ndarray, steps: int = 30) -> np.ndarray:

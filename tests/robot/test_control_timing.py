@@ -74,5 +74,5 @@ def test_a_paused_then_resumed_chunk_steps_within_the_caps_from_the_hold(link):
     path = np.array([start, *robot.sent])
     assert all(np.linalg.norm(b[:3] - a[:3]) <= CAP + 1e-6 for a, b in itertools.pairwise(path))
     # Only the hold commanded at the pause (the pose the robot is at) comes sooner than a period.
-    close = np.flatnonzero(np.diff(robot.sent_at) < 0.09)
+    close = np.flatnonzero(np.diff(robot.sent_at) < 0.05)
     assert all(np.allclose(robot.sent[i], robot.sent[i + 1], atol=1e-6) for i in close)
