@@ -32,13 +32,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
-DEMO ?= runs/demo
+PORT ?= 7860
+STUDIO_ARGS ?=
 
-# Until the studio lands: the most useful end-to-end thing available — record a small
-# event-annotated dataset from the simulated robot and write its contact sheet.
+# The studio with the simulated robot (a child process) and the shipped checkpoint (else the
+# newest trained under runs/); Ctrl-C stops both. `make run PORT=7861 STUDIO_ARGS="--task ..."`.
 run: setup
-	$(BIN)/wallwm data generate --suite all --episodes 9 --out $(DEMO) --overwrite
-	$(BIN)/wallwm data show $(DEMO) --out $(DEMO)/contact_sheet.png
+	@echo "starting WALL-WM Studio on http://127.0.0.1:$(PORT) ..."
+	$(BIN)/wallwm studio --port $(PORT) $(STUDIO_ARGS)
 
 test: setup
 	$(BIN)/ruff check .

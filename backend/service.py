@@ -183,6 +183,7 @@ class Backend:
         self.model: Any | None = None
         self.preview: LatentPreview | None = None
         self.model_error: str | None = None
+        self.caption_track = "subtask"  # the caption track the checkpoint's events were trained on
         self.last_timings: dict[str, float] = {}
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._ready = threading.Event()
@@ -202,6 +203,7 @@ class Backend:
     def _load(self) -> None:
         import torch
 
+        from backend.model.checkpoint import read_config
         from backend.model.wam import WorldActionModel
 
         torch.set_num_threads(self.threads)
@@ -212,10 +214,12 @@ class Backend:
         try:
             model = WorldActionModel.from_checkpoint(path)
             preview = LatentPreview.fit(model)
+            train = read_config(path).get("train") or {}
         except (OSError, ValueError, KeyError, RuntimeError) as e:
             self.model_error = f"cannot load checkpoint {path}: {e}"
             return
         self.model, self.preview = model, preview
+        self.caption_track = str(train.get("caption_track") or "subtask")
 
     def _run(self) -> None:
         try:
@@ -276,6 +280,7 @@ class Backend:
             "cameras": list(m.cameras) if m is not None else [],
             "sampling_steps": m.config.sampling_steps if m is not None else None,
             "h_max": m.config.h_max if m is not None else None,
+            "caption_track": self.caption_track,
             "robot": (self.robot.info or {}).get("robot") if self.robot is not None else None,
             "last_timings": dict(self.last_timings),
         }

@@ -73,10 +73,16 @@ class Studio:
     # ================================================================ robot helpers
 
     def robot_info(self) -> dict[str, Any]:
+        """The robot's hello (cameras, limits); {} while it does not answer."""
+        from robot.client import LinkError, RejectedError
+
         if self.robot is None:
             return {}
         if self.robot.info is None:
-            self.robot.hello()
+            try:
+                self.robot.hello()
+            except (LinkError, RejectedError):
+                return {}
         return self.robot.info
 
     def cameras(self) -> dict[str, CameraCalib]:
@@ -122,7 +128,8 @@ class Studio:
             except LinkError as e:
                 raise BackendError(f"robot not reachable: {e}") from None
             instruction = str(reply.get("instruction") or self.tasks[task])
-            plan = [_event_text(e) for e in reply.get("expert_plan") or []]
+            track = self.backend.caption_track
+            plan = [_event_text(e, track) for e in reply.get("expert_plan") or []]
             self.scene = Scene(
                 task, int(seed), instruction, [p for p in plan if p] or [instruction]
             )
@@ -725,10 +732,11 @@ class Studio:
 # ==================================================================== small pure helpers
 
 
-def _event_text(event: Any) -> str:
-    """A reset reply's plan entry (a caption dict or a string) -> the next-event text (subtask)."""
+def _event_text(event: Any, track: str = "subtask") -> str:
+    """An expert-plan entry (a caption dict or a string) -> the next-event text, in the caption
+    track the checkpoint was trained on."""
     if isinstance(event, dict):
-        return str(event.get("subtask") or event.get("action") or "").strip()
+        return str(event.get(track) or event.get("subtask") or "").strip()
     return str(event or "").strip()
 
 

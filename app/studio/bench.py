@@ -1,0 +1,228 @@
+"""`wallwm bench studio`: click-to-pixels latency and memory of the studio, in a real browser.
+
+The studio runs as a user starts it (`wallwm studio`, the simulated robot as its child) and
+Debian's Chromium drives it headless. For each imagination of one event (event mode, the
+checkpoint's default steps, the robot's 3 views) the page itself timestamps, with
+`performance.now()`:
+
+- the click on Imagine (a capture-phase listener on the button);
+- the first animation frame in which the first preview is on the page: the status says
+  "preview step" and every image of the video grid has loaded (decoded, so painted in that frame);
+- the first animation frame in which the final result is on the page, likewise.
+
+Beside them, the model's own times as the backend measured them (queued to first preview,
+queued to final), read from the page's status line, so the UI's share is the difference.
+Memory: the studio process's resident set after the first and after the last imagination, and
+the page's JS heap (Chrome DevTools `Performance.getMetrics`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import time
+from pathlib import Path
+
+from app.bench import BenchResult
+
+# Runs in the page: wait for the click, then watch every animation frame.
+WATCH_JS = """
+() => new Promise((resolve) => {
+  const button = [...document.querySelectorAll('button')].find(b => b.textContent.trim() === 'Imagine');
+  const statusBox = document.querySelector('#status textarea');
+  const before = new Set([...document.querySelectorAll('[data-testid="gallery"] img, .gallery img, img')]
+                          .map(i => i.currentSrc || i.src));
+  let clicked = null, preview = null, previewText = null, finalText = null;
+  button.addEventListener('click', () => { clicked = performance.now(); }, {capture: true, once: true});
+  function loaded() {
+    const imgs = [...document.querySelectorAll('img')].filter(i => i.closest('[role="tabpanel"]'));
+    const fresh = imgs.filter(i => !before.has(i.currentSrc || i.src));
+    return fresh.length >= 3 && fresh.every(i => i.complete && i.naturalWidth > 0);
+  }
+  function frame() {
+    const text = statusBox.value;
+    if (clicked !== null) {
+      if (preview === null && text.includes('preview step') && loaded()) {
+        preview = performance.now(); previewText = text;
+      }
+      if (text.includes('(final)') && loaded()) {
+        finalText = text;
+        return resolve({preview_ms: preview === null ? null : preview - clicked,
+                        final_ms: performance.now() - clicked, previewText, finalText});
+      }
+      if (text.startsWith('⚠')) return resolve({error: text});
+    }
+    requestAnimationFrame(frame);
+  }
+  requestAnimationFrame(frame);
+})
+"""
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _seconds(pattern: str, text: str | None) -> float | None:
+    m = re.search(pattern, text or "")
+    return float(m.group(1)) if m else None
+
+
+def run(args: argparse.Namespace) -> BenchResult:
+    import os
+    import subprocess
+    import sys
+
+    from playwright.sync_api import sync_playwright
+
+    from backend.service import resolve_checkpoint
+
+    n = int(args.imaginations)
+    if n < 2:
+        raise ValueError("--imaginations must be at least 2 (memory is compared first to last)")
+    choice = resolve_checkpoint(args.checkpoint)
+    if choice.path is None:
+        raise FileNotFoundError(choice.reason)
+    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"wallwm-bench-studio-{args.port}.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "wb") as out:
+        studio = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "studio",
+                "--port",
+                str(args.port),
+                "--checkpoint",
+                str(choice.path),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 300
+        while "WALL-WM Studio: http" not in log.read_text(errors="replace"):
+            if studio.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the studio did not start:\n{log.read_text(errors='replace')[-2000:]}"
+                )
+            time.sleep(0.5)
+        runs, rss, heap = _measure(sync_playwright, f"http://127.0.0.1:{args.port}", studio.pid, n)
+    finally:
+        studio.terminate()
+        studio.wait(30)
+    return _result(runs, rss, heap, choice.path, n)
+
+
+def _measure(
+    sync_playwright, url: str, pid: int, n: int
+) -> tuple[list[dict], list[float], list[float]]:
+    from playwright.sync_api import expect
+
+    args = [
+        "--use-gl=swiftshader",
+        "--enable-unsafe-swiftshader",
+        "--no-sandbox",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ]
+    runs: list[dict] = []
+    rss: list[float] = []
+    heap: list[float] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.set_default_timeout(300_000)
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Performance.enable")
+        page.goto(url)
+        expect(page.get_by_label("Status")).to_have_value(re.compile("^Model"), timeout=300_000)
+        _idle(page)
+        for i in range(n):
+            watch = page.evaluate_handle(WATCH_JS)
+            page.get_by_role("button", name="Imagine", exact=True).click()
+            r = watch.json_value()
+            if "error" in r:
+                raise RuntimeError(f"imagination {i + 1} failed on the page: {r['error']}")
+            r["model_preview_s"] = _seconds(
+                r"preview step \d+/\d+ \((\d+\.\d+) s\)", r["previewText"]
+            )
+            r["model_final_s"] = _seconds(r"in (\d+\.\d+) s", r["finalText"])
+            runs.append(r)
+            if i in (0, n - 1):
+                rss.append(_rss_mb(pid))
+                metrics = {
+                    m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]
+                }
+                heap.append(metrics["JSHeapUsedSize"] / 2**20)
+            print(
+                f"imagination {i + 1}/{n}: first preview {r['preview_ms'] / 1000:.2f} s, "
+                f"final {r['final_ms'] / 1000:.2f} s on the page",
+                flush=True,
+            )
+            _idle(page)
+        browser.close()
+    return runs, rss, heap
+
+
+def _idle(page, within_ms: float = 3000, frames: int = 20) -> None:
+    js = """([n]) => new Promise(r => { let k = 0; const t0 = performance.now();
+        function f() { k++; if (k >= n) r(performance.now() - t0); else requestAnimationFrame(f); }
+        requestAnimationFrame(f); })"""
+    for _ in range(60):
+        if page.evaluate(js, [frames]) <= within_ms:
+            return
+
+
+def _result(
+    runs: list[dict], rss: list[float], heap: list[float], checkpoint: Path, n: int
+) -> BenchResult:
+    def med(key: str, scale: float = 1.0) -> float:
+        return statistics.median(r[key] * scale for r in runs if r.get(key) is not None)
+
+    numbers = {
+        "imaginations": n,
+        "click_to_first_preview_s_first": runs[0]["preview_ms"] / 1000,
+        "click_to_first_preview_s_median": med("preview_ms", 1e-3),
+        "click_to_final_s_first": runs[0]["final_ms"] / 1000,
+        "click_to_final_s_median": med("final_ms", 1e-3),
+        "model_first_preview_s_median": med("model_preview_s"),
+        "model_final_s_median": med("model_final_s"),
+        "studio_rss_mb_after_first": rss[0],
+        "studio_rss_mb_after_last": rss[-1],
+        "studio_rss_growth_pct": 100 * (rss[-1] - rss[0]) / rss[0],
+        "page_js_heap_mb_after_first": heap[0],
+        "page_js_heap_mb_after_last": heap[-1],
+        "page_js_heap_growth_pct": 100 * (heap[-1] - heap[0]) / heap[0],
+        "targets": {"first_preview_s": 1.0, "final_s": 5.0, "memory_growth_pct": 5.0},
+        "checkpoint": str(checkpoint),
+        "setting": "one event, event mode, tiny preset, 3 views of 64x64, the checkpoint's default steps",
+        "per_imagination": [
+            {k: r.get(k) for k in ("preview_ms", "final_ms", "model_preview_s", "model_final_s")}
+            for r in runs
+        ],
+    }
+    ok = lambda v, t: "meets" if v <= t else "misses"  # noqa: E731
+    md = f"""One event, event mode, `tiny`, 3 views, checkpoint `{checkpoint}`; {n} imaginations in one
+browser tab (Chromium headless, software WebGL). "On the page" runs from the click on Imagine to
+the animation frame in which the result's images are decoded on the page; "model" is the
+backend's own time from the request to that result.
+
+| | first preview | final |
+|---|---|---|
+| on the page, first imagination | {numbers["click_to_first_preview_s_first"]:.2f} s | {numbers["click_to_final_s_first"]:.2f} s |
+| on the page, median | {numbers["click_to_first_preview_s_median"]:.2f} s ({ok(numbers["click_to_first_preview_s_median"], 1.0)} ≤ 1.0 s) | {numbers["click_to_final_s_median"]:.2f} s ({ok(numbers["click_to_final_s_median"], 5.0)} ≤ 5 s) |
+| model, median | {numbers["model_first_preview_s_median"]:.2f} s | {numbers["model_final_s_median"]:.2f} s |
+
+Memory over {n} imaginations: studio process {rss[0]:.0f} → {rss[-1]:.0f} MB
+({numbers["studio_rss_growth_pct"]:+.1f} %, {ok(numbers["studio_rss_growth_pct"], 5.0)} ≤ 5 %); page JS heap
+{heap[0]:.0f} → {heap[-1]:.0f} MB ({numbers["page_js_heap_growth_pct"]:+.1f} %).
+"""
+    return BenchResult("studio", numbers, md)
