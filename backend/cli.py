@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p.add_argument("--dataset", required=True, type=Path, help="LeRobot v3 dataset directory")
     p.add_argument("--out", required=True, type=Path, help="run directory (checkpoint/, log.jsonl)")
     p.add_argument("--preset", default="tiny", help="model preset: tiny, small, wan1_3b, wan14b")
-    p.add_argument("--recipe", default="event", help="event (next-event samples) or fixed (16-step windows)")
+    p.add_argument(
+        "--recipe", default="event", help="event (next-event samples) or fixed (16-step windows)"
+    )
     p.add_argument("--stage", default="denoiser", help="vae, denoiser or unified")
     p.add_argument("--steps", type=int, default=1000, help="total optimizer steps")
     p.add_argument("--batch-size", type=int, default=4, help="samples per step and process")
@@ -28,10 +30,47 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--save-every", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--caption-track", default="subtask", help="next-event caption track (event recipe)")
-    p.add_argument("--no-balance", action="store_true", help="uniform instead of cluster-balanced sampling")
-    p.add_argument("--init", type=Path, help="start from this checkpoint's weights (e.g. the vae stage's)")
-    p.add_argument("--resume", action="store_true", help="continue OUT/checkpoint (optimizer, EMA, step, RNG)")
+    p.add_argument(
+        "--caption-track",
+        default="subtask",
+        help="next-event caption track: task, subtask, action or segment (event recipe)",
+    )
+    p.add_argument(
+        "--h-max",
+        type=int,
+        help="longest chunk of a new model, a multiple of 4 (default: the preset's)",
+    )
+    p.add_argument(
+        "--video-noise-prob",
+        type=float,
+        default=0.5,
+        help="share of steps in the action-only layout the closed-loop policy runs (0..1)",
+    )
+    p.add_argument(
+        "--no-suffixes",
+        action="store_true",
+        help="action-only steps start at the event's first step, not a random one",
+    )
+    p.add_argument(
+        "--latent-cache",
+        type=Path,
+        help="latent cache directory (default OUT/latents); runs on the same data and VAE share it",
+    )
+    p.add_argument(
+        "--keep-every",
+        type=int,
+        default=0,
+        help="also keep a step-numbered checkpoint every this many steps (0: only the latest)",
+    )
+    p.add_argument(
+        "--no-balance", action="store_true", help="uniform instead of cluster-balanced sampling"
+    )
+    p.add_argument(
+        "--init", type=Path, help="start from this checkpoint's weights (e.g. the vae stage's)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue OUT/checkpoint (optimizer, EMA, step, RNG)"
+    )
     p.add_argument("--vlm-path", help="a local Qwen checkpoint directory for the unified VLM")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
@@ -48,35 +87,65 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p.add_argument("--dataset", required=True, type=Path, help="LeRobot v3 dataset directory")
     p.add_argument("--episode", type=int, default=0)
     p.add_argument("--frame", type=int, default=0)
-    p.add_argument("--event", help="next-event text (event mode) or task (unified mode); "
-                   "default: the dataset's caption for that frame")
+    p.add_argument(
+        "--event",
+        help="next-event text (event mode) or task (unified mode); "
+        "default: the dataset's caption for that frame",
+    )
     p.add_argument("--mode", default="event", choices=("event", "unified"))
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default: the preset's)")
+    p.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale (default: the preset's)"
+    )
     p.add_argument("--action-only", action="store_true", help="fast path: actions only, no video")
-    p.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
+    p.add_argument(
+        "--raw-weights", action="store_true", help="use the raw weights instead of the EMA"
+    )
     p.set_defaults(func=_imagine)
 
 
 def _train(args: argparse.Namespace) -> int:
+    from backend.model.wam import Objective
     from backend.train import TrainConfig, train
 
     cfg = TrainConfig(
-        dataset=str(args.dataset), out=str(args.out), preset=args.preset, recipe=args.recipe,
-        stage=args.stage, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        optimizer=args.optimizer, ema_decay=args.ema_decay, warmup_steps=args.warmup_steps,
-        log_every=args.log_every, save_every=args.save_every, seed=args.seed,
-        caption_track=args.caption_track, balanced=not args.no_balance,
-        init=str(args.init) if args.init else None, resume=args.resume, vlm_path=args.vlm_path,
-        threads=args.threads, device=args.device, progress=not args.no_progress,
+        dataset=str(args.dataset),
+        out=str(args.out),
+        preset=args.preset,
+        recipe=args.recipe,
+        stage=args.stage,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        ema_decay=args.ema_decay,
+        warmup_steps=args.warmup_steps,
+        log_every=args.log_every,
+        save_every=args.save_every,
+        seed=args.seed,
+        caption_track=args.caption_track,
+        balanced=not args.no_balance,
+        suffixes=not args.no_suffixes,
+        h_max=args.h_max,
+        objective=Objective(video_noise_prob=args.video_noise_prob),
+        keep_every=args.keep_every,
+        latent_cache=str(args.latent_cache) if args.latent_cache else None,
+        init=str(args.init) if args.init else None,
+        resume=args.resume,
+        vlm_path=args.vlm_path,
+        threads=args.threads,
+        device=args.device,
+        progress=not args.no_progress,
     )
     summary = train(cfg)
     if summary["rank"] == 0:
         losses = ", ".join(f"{k} {v:.4f}" for k, v in summary["losses"].items())
-        print(f"trained {summary['steps']} steps ({summary['samples_per_s']:.2f} samples/s, "
-              f"world size {summary['world_size']}): {losses}")
+        print(
+            f"trained {summary['steps']} steps ({summary['samples_per_s']:.2f} samples/s, "
+            f"world size {summary['world_size']}): {losses}"
+        )
         print(f"checkpoint: {summary['checkpoint']}")
     return 0
 
@@ -100,10 +169,18 @@ def _imagine(args: argparse.Namespace) -> int:
     dataset = EventDataset(args.dataset)
     ep = dataset.episode(args.episode)
     if not 0 <= args.frame < ep.length:
-        raise ValueError(f"frame {args.frame} out of range: episode {args.episode} has {ep.length} frames")
-    text = args.event if args.event is not None else _default_instruction(dataset, args.episode, args.frame, args.mode)
+        raise ValueError(
+            f"frame {args.frame} out of range: episode {args.episode} has {ep.length} frames"
+        )
+    text = (
+        args.event
+        if args.event is not None
+        else _default_instruction(dataset, args.episode, args.frame, args.mode)
+    )
     model = WorldActionModel.from_checkpoint(args.checkpoint, use_ema=not args.raw_weights)
-    obs = Observation({c: f[args.frame] for c, f in ep.frames.items()}, ep.states[args.frame], ep.cameras)
+    obs = Observation(
+        {c: f[args.frame] for c, f in ep.frames.items()}, ep.states[args.frame], ep.cameras
+    )
     kwargs = dict(mode=args.mode, steps=args.steps, seed=args.seed, guidance=args.guidance)
     if args.action_only:
         result = model.predict_actions(obs, text, **kwargs)
@@ -119,20 +196,37 @@ def _imagine(args: argparse.Namespace) -> int:
             w.add_episode(frames)
         videos[cam] = path.name
     gt = ep.actions[args.frame : args.frame + len(result.chunk)]
-    np.savez(out / "actions.npz", actions=result.actions, chunk=result.chunk, validity=result.validity,
-             ground_truth=gt)
-    (out / "actions.json").write_text(json.dumps({"actions": result.actions.tolist(),
-                                                  "validity": result.validity.tolist()}) + "\n")
+    np.savez(
+        out / "actions.npz",
+        actions=result.actions,
+        chunk=result.chunk,
+        validity=result.validity,
+        ground_truth=gt,
+    )
+    (out / "actions.json").write_text(
+        json.dumps({"actions": result.actions.tolist(), "validity": result.validity.tolist()})
+        + "\n"
+    )
     report = {
-        "checkpoint": str(args.checkpoint), "dataset": str(args.dataset), "episode": args.episode,
-        "frame": args.frame, "mode": result.mode, "instruction": result.instruction,
-        "length": result.length, "horizon": len(result.chunk), "validity": result.validity.tolist(),
-        "proposed_event": result.proposed_event, "timings": result.timings, "videos": videos,
+        "checkpoint": str(args.checkpoint),
+        "dataset": str(args.dataset),
+        "episode": args.episode,
+        "frame": args.frame,
+        "mode": result.mode,
+        "instruction": result.instruction,
+        "length": result.length,
+        "horizon": len(result.chunk),
+        "validity": result.validity.tolist(),
+        "proposed_event": result.proposed_event,
+        "timings": result.timings,
+        "videos": videos,
         "action_only": bool(args.action_only),
     }
     (out / "result.json").write_text(json.dumps(report, indent=2) + "\n")
     timing = ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items())
-    print(f"{result.mode} mode, {result.length}/{len(result.chunk)} steps for {result.instruction!r} ({timing})")
+    print(
+        f"{result.mode} mode, {result.length}/{len(result.chunk)} steps for {result.instruction!r} ({timing})"
+    )
     if result.proposed_event is not None:
         print(f"proposed next event: {result.proposed_event!r}")
     print(f"wrote {out}")

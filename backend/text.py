@@ -48,7 +48,9 @@ class TextEncoder:
         self._tokens: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
 
     def _forward(self, texts: list[str], max_len: int):
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+        batch = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+        )
         with self._torch.inference_mode():
             hidden = self.model(**batch).last_hidden_state  # (N, L, 384)
         return hidden.float().numpy(), batch["attention_mask"].numpy().astype(bool)
@@ -61,14 +63,18 @@ class TextEncoder:
             for i in range(0, len(todo), 64):
                 chunk = todo[i : i + 64]
                 hidden, mask = self._forward(chunk, 256)  # the model's own sequence limit
-                pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+                pooled = (hidden * mask[..., None]).sum(1) / np.maximum(
+                    mask.sum(1, keepdims=True), 1
+                )
                 pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
                 self._sentences.update(zip(chunk, pooled.astype(np.float32)))
             if not texts:
                 return np.zeros((0, EMBED_DIM), np.float32)
             return np.stack([self._sentences[t] for t in texts])
 
-    def encode_tokens(self, texts: Sequence[str], max_len: int = DEFAULT_MAX_LEN) -> tuple[np.ndarray, np.ndarray]:
+    def encode_tokens(
+        self, texts: Sequence[str], max_len: int = DEFAULT_MAX_LEN
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Token embeddings (N, max_len, 384) float32 and mask (N, max_len) bool (True = real token)."""
         texts = _check_texts(texts)
         if max_len < 2:
@@ -118,6 +124,8 @@ def encode_sentences(texts: Sequence[str]) -> np.ndarray:
     return get_encoder().encode_sentences(texts)
 
 
-def encode_tokens(texts: Sequence[str], max_len: int = DEFAULT_MAX_LEN) -> tuple[np.ndarray, np.ndarray]:
+def encode_tokens(
+    texts: Sequence[str], max_len: int = DEFAULT_MAX_LEN
+) -> tuple[np.ndarray, np.ndarray]:
     """(tokens (N, max_len, 384) float32, mask (N, max_len) bool) from the shared encoder."""
     return get_encoder().encode_tokens(texts, max_len)

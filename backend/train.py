@@ -1,11 +1,22 @@
 """One trainer for every preset, recipe and stage (`wallwm train`), torchrun-ready.
 
-    stage vae       the video autoencoder alone (reconstruction + KL) on short clips
+    stage vae       the video autoencoder alone (reconstruction + KL) on fixed-length clips
+                    cut from any step of an episode
     stage denoiser  the denoiser on frozen-VAE latents, conditioned on the sample's caption:
                     recipe `event` -> next-event captions, variable-length chunks (event mode);
                     recipe `fixed` -> task caption, fixed 16-step windows (the baseline)
-    stage unified   denoiser + VLM in unified mode (task caption, staircase states, H = 16,
-                    next-event text loss when the samples carry next-event captions)
+    stage unified   denoiser + VLM in unified mode: fixed 16-step windows, task caption,
+                    staircase states, and the next-event caption of the window's event as the
+                    VLM's text target
+
+Denoiser and unified steps are of two kinds, drawn per step: joint steps (video latents and
+actions denoised together, what imagination runs) and, with probability
+`objective.video_noise_prob`, action-only steps in the layout the closed-loop policy runs
+(video tokens of the observation frame alone; see backend.model.wam), which cost a fraction
+of a joint step. With `suffixes`, action-only steps cut event samples from a random step of
+the event on, so the mid-event states a policy replans from are seen in training. Latents
+come from a persistent on-disk cache (backend.latents), so no frame is encoded twice, and the
+action/state normaliser is fitted on the dataset being trained (in the model's action frame).
 
 Stages chain through `--init CKPT` (vae -> denoiser -> unified); `--resume` continues a run
 from its own `OUT/checkpoint` with optimizer, EMA, step, data position and RNG restored, so
@@ -53,6 +64,8 @@ class TrainConfig:
     dataset: str  # LeRobot v3 dataset directory (ours carries events and calibration)
     out: str  # run directory: checkpoint/ and log.jsonl
     preset: str = "tiny"
+    # Override the preset's longest chunk (a multiple of 4) for a new model.
+    h_max: int | None = None
     recipe: str = "event"  # event: next-event samples; fixed: 16-step windows, task caption only
     stage: str = "denoiser"  # vae | denoiser | unified
     steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
@@ -65,13 +78,16 @@ class TrainConfig:
     optimizer: str = "adamw"  # adamw, or muon for 2-D weight matrices (AdamW for the rest)
     log_every: int = 10
     save_every: int = 500
+    keep_every: int = 0  # also keep a step-numbered copy of every k-th step's checkpoint (0: never)
     seed: int = 0
     resume: bool = False
     init: str | None = None  # start from this checkpoint's weights (e.g. the VAE stage's)
     caption_track: str = "subtask"  # next-event caption track for the event recipe
     balanced: bool = True  # cluster-balanced event sampling (event recipe)
     vae_clip_frames: int = 9  # frames per clip in the VAE stage (1 + 4k)
-    latent_cache: int = 4096  # frozen-VAE latents kept in memory, in samples
+    # Latent cache directory (default OUT/latents); runs on the same data and VAE share it.
+    latent_cache: str | None = None
+    suffixes: bool = True  # action-only steps start event samples at a random step of the event
     vlm_path: str | None = None  # a local Qwen checkpoint for the unified stage
     progress: bool = True
     device: str = "auto"
@@ -86,7 +102,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0 or not 0 <= self.ema_decay < 1:
-            raise ValueError(f"need lr > 0 and 0 <= ema_decay < 1, got lr={self.lr}, ema_decay={self.ema_decay}")
+            raise ValueError(
+                f"need lr > 0 and 0 <= ema_decay < 1, got lr={self.lr}, ema_decay={self.ema_decay}"
+            )
         if self.vae_clip_frames < 1 or (self.vae_clip_frames - 1) % 4:
             raise ValueError(f"vae_clip_frames must be 1 + 4k, got {self.vae_clip_frames}")
         if self.resume and self.init:
@@ -102,7 +120,9 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         self.decay = decay
-        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        self.shadow = {
+            n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad
+        }
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
@@ -148,7 +168,9 @@ class IndexStream:
             if self.offset >= len(self._order):
                 self.seek(self.epoch + 1, 0)
                 if not self._order:
-                    raise ValueError("this rank got no samples: the dataset is smaller than the world size")
+                    raise ValueError(
+                        "this rank got no samples: the dataset is smaller than the world size"
+                    )
             out.append(self._order[self.offset])
             self.offset += 1
         return out
@@ -164,37 +186,72 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 
 def _trainable(model, stage: str) -> list[nn.Module]:
-    return {"vae": [model.vae], "denoiser": [model.denoiser], "unified": [model.denoiser, model.vlm]}[stage]
+    return {
+        "vae": [model.vae],
+        "denoiser": [model.denoiser],
+        "unified": [model.denoiser, model.vlm],
+    }[stage]
 
 
-def _optimizers(cfg: TrainConfig, params: list[tuple[str, nn.Parameter]]) -> list[torch.optim.Optimizer]:
+def _optimizers(
+    cfg: TrainConfig, params: list[tuple[str, nn.Parameter]]
+) -> list[torch.optim.Optimizer]:
     if cfg.optimizer == "muon":
         # Muon orthogonalises 2-D hidden weight updates; embeddings, heads, norms and biases stay on AdamW.
         hidden = [p for n, p in params if p.ndim == 2 and "embed" not in n and "head" not in n]
         ids = {id(p) for p in hidden}
         rest = [p for _, p in params if id(p) not in ids]
         return [
-            torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"),
+            torch.optim.Muon(
+                hidden, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"
+            ),
             torch.optim.AdamW(rest, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)),
         ]
-    return [torch.optim.AdamW([p for _, p in params], lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))]
+    return [
+        torch.optim.AdamW(
+            [p for _, p in params], lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95)
+        )
+    ]
 
 
-def _samples(cfg: TrainConfig, model_cfg, dataset):
-    from backend.data.samples import EventSamples, FixedWindowSamples
+def _samples(cfg: TrainConfig, model_cfg, source):
+    from backend.data.samples import ClipSamples, EventSamples, FixedWindowSamples
 
+    if cfg.stage == "vae":
+        return ClipSamples(source, cfg.vae_clip_frames)
+    if cfg.stage == "unified":
+        # fixed chunks, every step supervised; the window's event caption is the VLM's target
+        track = cfg.caption_track if source.has_events else None
+        return FixedWindowSamples(source, horizon=model_cfg.h_unified, caption_track=track)
     if cfg.recipe == "event":
-        return EventSamples(dataset, h_max=model_cfg.h_max, caption_track=cfg.caption_track, seed=cfg.seed)
-    return FixedWindowSamples(dataset, horizon=model_cfg.h_unified)
+        return EventSamples(
+            source, h_max=model_cfg.h_max, caption_track=cfg.caption_track, seed=cfg.seed
+        )
+    return FixedWindowSamples(source, horizon=model_cfg.h_unified)
 
 
-def _crop_clip(video: torch.Tensor, video_valid: torch.Tensor, frames: int) -> torch.Tensor:
-    """A random window of `frames` real frames per batch (VAE stage): (B, V, T, H, W, 3) -> (B, V, frames, ...)."""
-    real = int(video_valid.sum(1).min())
-    if real < frames:
-        frames = 1 + 4 * ((real - 1) // 4)
-    start = int(torch.randint(0, real - frames + 1, (1,)))
-    return video[:, :, start : start + frames]
+def action_stats(source, samples, relative: bool) -> dict[str, dict[str, np.ndarray]]:
+    """min/max of the actions in the model's action frame over every training chunk and start.
+
+    Relative actions are offsets from the state a chunk starts in, so their range depends on
+    which starts training (and control) uses: every step of every sample's span counts.
+    """
+    from backend.model.wam import to_model_actions
+
+    lo, hi = np.full(7, np.inf), np.full(7, -np.inf)
+    by_episode: dict[int, list] = {}
+    for r in samples.refs:
+        by_episode.setdefault(r.episode_index, []).append(r)
+    for i, refs in by_episode.items():
+        ep = source.episode(i)
+        actions = torch.from_numpy(ep.actions).double()
+        states = torch.from_numpy(ep.states).double()
+        for r in refs:
+            for s in range(r.start, r.stop) if relative else (r.start,):
+                x = to_model_actions(actions[None, s : r.stop], states[s : s + 1], relative)
+                lo = np.minimum(lo, x[0].min(0).values.numpy())
+                hi = np.maximum(hi, x[0].max(0).values.numpy())
+    return {"min": lo, "max": hi}
 
 
 def _distributed() -> tuple[int, int, int]:
@@ -217,17 +274,26 @@ def _source(cfg: TrainConfig) -> Path | None:
 
 
 def _model_config(cfg: TrainConfig, source: Path | None):
-    """(ModelConfig, Normalizer or None): from the checkpoint continued, else the preset."""
+    """(ModelConfig, Normalizer or None).
+
+    Resume: the run's own config and normaliser. Init from a VAE-stage checkpoint: the preset
+    (only the autoencoder's weights carry over, so the denoiser's sizes, h_max included, are
+    the preset's). Init from a later stage: that checkpoint's config. Without resume the
+    normaliser is None: it is fitted on the dataset being trained.
+    """
     from backend.model.checkpoint import read_config
     from backend.model.normalizer import Normalizer
     from backend.model.presets import ModelConfig, get_preset
 
-    if source is None:
-        model_cfg, normalizer = get_preset(cfg.preset), None
-    else:
+    model_cfg, normalizer = get_preset(cfg.preset), None
+    if cfg.h_max is not None:
+        model_cfg = replace(model_cfg, denoiser=replace(model_cfg.denoiser, h_max=cfg.h_max))
+    if source is not None:
         ckpt = read_config(source)
         if ckpt["preset"] != cfg.preset:
-            raise ValueError(f"checkpoint {source} is preset {ckpt['preset']!r}, this run asks for {cfg.preset!r}")
+            raise ValueError(
+                f"checkpoint {source} is preset {ckpt['preset']!r}, this run asks for {cfg.preset!r}"
+            )
         if cfg.resume:
             for key in ("recipe", "stage"):
                 if ckpt.get(key) != getattr(cfg, key):
@@ -235,8 +301,9 @@ def _model_config(cfg: TrainConfig, source: Path | None):
                         f"checkpoint {source} was trained with {key} {ckpt.get(key)!r}, this run asks for "
                         f"{getattr(cfg, key)!r}"
                     )
-        model_cfg = ModelConfig.from_dict(ckpt["model"])
-        normalizer = Normalizer.from_stats(ckpt["normalizer"])
+            normalizer = Normalizer.from_stats(ckpt["normalizer"])
+        if cfg.resume or ckpt.get("stage") != "vae":
+            model_cfg = ModelConfig.from_dict(ckpt["model"])
     if cfg.vlm_path:
         model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))
     return model_cfg, normalizer
@@ -247,13 +314,15 @@ def train(cfg: TrainConfig) -> dict:
     from tqdm import tqdm
 
     from backend.data.lerobot import EventDataset
-    from backend.data.samples import collate
+    from backend.data.samples import collate, frameless
     from backend.model.checkpoint import (
         EMA_FILE,
         MODEL_FILE,
+        keep_checkpoint,
         load_tensors,
         load_training_state,
         load_weights,
+        read_config,
         save_checkpoint,
     )
     from backend.model.normalizer import Normalizer
@@ -273,17 +342,29 @@ def train(cfg: TrainConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
 
     dataset = EventDataset(cfg.dataset)
-    source = _source(cfg)
-    model_cfg, normalizer = _model_config(cfg, source)
-    samples = _samples(cfg, model_cfg, dataset)
+    source_ckpt = _source(cfg)
+    model_cfg, normalizer = _model_config(cfg, source_ckpt)
+    episodes = frameless(dataset)  # states, actions, captions in memory; frames decoded on demand
+    samples = _samples(cfg, model_cfg, episodes)
     if len(samples) == 0:
         raise ValueError(f"{cfg.dataset}: no {cfg.recipe} samples to train on")
+    if normalizer is None:  # fitted on this dataset, in the model's action frame
+        stats = dataset.norm_stats()
+        if cfg.stage != "vae":
+            stats = {**stats, "action": action_stats(episodes, samples, model_cfg.relative_actions)}
+        normalizer = Normalizer.from_stats(stats)
     model = WorldActionModel(
-        model_cfg, normalizer or Normalizer.from_stats(dataset.norm_stats()), samples[0]["cameras"], recipe=cfg.recipe
+        model_cfg, normalizer, episodes.episode(0).cameras, recipe=cfg.recipe, stage=cfg.stage
     )
-    if source is not None:  # init: published (EMA) weights; resume: the raw weights being optimised
-        use_ema = cfg.init is not None and (source / EMA_FILE).exists()
-        load_weights(model, source / (EMA_FILE if use_ema else MODEL_FILE))
+    if (
+        source_ckpt is not None
+    ):  # init: published (EMA) weights; resume: the raw weights being optimised
+        use_ema = cfg.init is not None and (source_ckpt / EMA_FILE).exists()
+        weights = source_ckpt / (EMA_FILE if use_ema else MODEL_FILE)
+        if cfg.init is not None and read_config(source_ckpt).get("stage") == "vae":
+            load_weights(model.vae, weights, prefix="vae.")  # the rest is built from the preset
+        else:
+            load_weights(model, weights)
     model.to(device)
 
     for p in model.parameters():
@@ -295,7 +376,7 @@ def train(cfg: TrainConfig) -> dict:
     ema = EMA(model, cfg.ema_decay)
 
     balanced = None
-    if cfg.recipe == "event" and cfg.balanced:
+    if cfg.stage == "denoiser" and cfg.recipe == "event" and cfg.balanced:
         from backend.data.sampler import ClusterBalancedSampler
 
         balanced = ClusterBalancedSampler.from_samples(samples, cfg.caption_track, seed=cfg.seed)
@@ -303,10 +384,10 @@ def train(cfg: TrainConfig) -> dict:
 
     step = 0
     if cfg.resume:
-        state = load_training_state(source, optimizers)
+        state = load_training_state(source_ckpt, optimizers)
         step = int(state["step"])
         stream.seek(int(state["epoch"]), int(state["offset"]))
-        ema.load(load_tensors(source / EMA_FILE))
+        ema.load(load_tensors(source_ckpt / EMA_FILE))
         if world > 1:  # the saved RNG is rank 0's: give every rank its own stream again
             torch.manual_seed(cfg.seed + rank + 7919 * step)
 
@@ -314,30 +395,60 @@ def train(cfg: TrainConfig) -> dict:
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        net = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None, find_unused_parameters=True)
+        net = DDP(
+            model,
+            device_ids=[local_rank] if device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
 
-    latent_cache: dict[int, torch.Tensor] = {}
     objective = cfg.objective_name
+    store = None
+    if objective != "vae":
+        from backend.latents import LatentStore
+
+        store = LatentStore(
+            cfg.latent_cache or out / "latents",
+            model,
+            str(Path(cfg.dataset).resolve()),
+            list(model.cameras),
+        )
     log_path = out / LOG_FILE
-    bar = tqdm(total=cfg.steps, initial=step, disable=not cfg.progress or rank != 0, desc=f"train {cfg.stage}")
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not cfg.progress or rank != 0,
+        desc=f"train {cfg.stage}",
+    )
     losses: dict[str, float] = {}
     t_start, samples_seen = time.perf_counter(), 0
     model.train()
     while step < cfg.steps:
         idx = stream.take(cfg.batch_size)
-        batch = collate([samples[i] for i in idx])
+        # Per-step draws from (seed, step): a resumed run makes the same choices, and every rank
+        # takes the same kind of step (their losses are averaged key by key); suffixes per rank.
+        action_only = bool(
+            np.random.default_rng((cfg.seed, step)).random() < cfg.objective.video_noise_prob
+        )
+        rng = np.random.default_rng((cfg.seed, rank, step))
         for opt in optimizers:
             for g in opt.param_groups:
                 g["lr"] = lr_at(cfg, step)
         if objective == "vae":
-            batch["video"] = _crop_clip(batch["video"], batch["video_valid"], cfg.vae_clip_frames)
-            parts = net(batch, "vae")
+            parts = net(collate([samples[i] for i in idx]), "vae")
         else:
-            latents = _latents(model, batch, idx, latent_cache, cfg.latent_cache)
-            parts = net(batch, objective, latents=latents, loss_config=cfg.objective)
+            batch, latents = _batch(samples, idx, store, episodes, action_only, cfg.suffixes, rng)
+            parts = net(
+                batch,
+                objective,
+                latents=latents.to(device),
+                loss_config=cfg.objective,
+                action_only=action_only,
+            )
         loss = parts["loss"]
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step + 1}: lower --lr or check the data")
+            raise FloatingPointError(
+                f"loss is {loss.item()} at step {step + 1}: lower --lr or check the data"
+            )
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -354,19 +465,40 @@ def train(cfg: TrainConfig) -> dict:
         bar.set_postfix(loss=f"{losses['loss']:.4f}")
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
             rate = samples_seen / max(time.perf_counter() - t_start, 1e-9)
-            row = {"step": step, **losses, "lr": lr_at(cfg, step - 1), "samples_per_s": rate,
-                   "elapsed_s": time.perf_counter() - t_start, "world_size": world}
+            row = {
+                "step": step,
+                **losses,
+                "action_only": objective != "vae" and action_only,
+                "lr": lr_at(cfg, step - 1),
+                "samples_per_s": rate,
+                "elapsed_s": time.perf_counter() - t_start,
+                "world_size": world,
+            }
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         if step % cfg.save_every == 0 or step == cfg.steps:
-            if objective == "vae":  # every saved VAE carries latent statistics that fit it
-                _calibrate_latents(model, samples, cfg)
+            if (
+                objective == "vae"
+            ):  # every saved VAE carries latent statistics fitted to its EMA weights
+                _calibrate_latents(model, ema, samples, cfg)
             if rank == 0:
                 train_state = {"step": step, "epoch": stream.epoch, "offset": stream.offset}
-                config = {**model.checkpoint_config(), "stage": cfg.stage, "step": step,
-                          "train": _jsonable(asdict(cfg))}
-                save_checkpoint(out / CHECKPOINT_DIR, config, model.state_dict(), ema.state_dict(model),
-                                optimizers, train_state)
+                config = {
+                    **model.checkpoint_config(),
+                    "stage": cfg.stage,
+                    "step": step,
+                    "train": _jsonable(asdict(cfg)),
+                }
+                save_checkpoint(
+                    out / CHECKPOINT_DIR,
+                    config,
+                    model.state_dict(),
+                    ema.state_dict(model),
+                    optimizers,
+                    train_state,
+                )
+                if cfg.keep_every and step % cfg.keep_every == 0:
+                    keep_checkpoint(out / CHECKPOINT_DIR, out / f"checkpoint-{step:07d}")
             if world > 1:
                 torch.distributed.barrier()
     bar.close()
@@ -381,35 +513,56 @@ def train(cfg: TrainConfig) -> dict:
     }
 
 
-@torch.no_grad()
-def _latents(model, batch: dict, idx: list[int], cache: dict[int, torch.Tensor], limit: int) -> torch.Tensor:
-    """Frozen-VAE latents (B, V, C, F, h, w) of a batch, encoded once per sample and kept in memory."""
-    missing = [j for j, i in enumerate(idx) if i not in cache]
-    fresh = model.encode_video(batch["video"][missing]).cpu() if missing else None
-    rows, k = [], 0
-    for i in idx:
-        if i in cache:
-            rows.append(cache[i])
-        else:
-            rows.append(fresh[k])
-            if len(cache) < limit:
-                cache[i] = fresh[k]
-            k += 1
-    return torch.stack(rows).to(model.device)
+def _batch(
+    samples,
+    idx: list[int],
+    store,
+    episodes,
+    action_only: bool,
+    suffixes: bool,
+    rng: np.random.Generator,
+) -> tuple[dict, torch.Tensor]:
+    """A collated batch without frames, and its latents from the store.
+
+    Action-only steps need only the observation's latent frame (B, V, C, 1, h, w) and may start
+    an event sample at any of its steps; joint steps take whole clips (B, V, C, F, h, w).
+    """
+    from backend.data.samples import EventSamples, collate
+
+    if action_only and suffixes and isinstance(samples, EventSamples):
+        rows = [samples.suffix(i, rng, video=False) for i in idx]
+    else:
+        rows = [samples.sample(i, video=False) for i in idx]
+    if action_only:
+        lat = [store.obs(episodes, int(r["episode_index"]), int(r["start"])) for r in rows]
+    else:
+        lat = store.clips(rows, samples.video)
+    return collate(rows), torch.from_numpy(np.stack(lat)).float()
 
 
 @torch.no_grad()
-def _calibrate_latents(model, samples, cfg: TrainConfig, n: int = 8) -> None:
-    """Fit the latent standardisation on a few training videos after the VAE stage."""
+def _calibrate_latents(model, ema: EMA, samples, cfg: TrainConfig, n: int = 8) -> None:
+    """Fit the latent standardisation on a few training clips with the EMA autoencoder.
+
+    Inference and later stages load the EMA weights, so the statistics must describe what the
+    EMA encoder produces; the fitted buffers go into both the raw and the EMA state.
+    """
+    import copy
+
     from backend.model.vae import frames_to_video
 
+    vae = copy.deepcopy(model.vae)
+    for name, p in vae.named_parameters():
+        p.copy_(ema.shadow[f"vae.{name}"])
     rng = np.random.default_rng(cfg.seed)
     picks = rng.choice(len(samples), size=min(n, len(samples)), replace=False)
     videos = [
         frames_to_video(model._resize(torch.from_numpy(samples[int(i)]["video"])).to(model.device))
         for i in picks
     ]  # each (V, 3, T, H, W)
-    model.vae.calibrate_(videos)
+    vae.calibrate_(videos)
+    model.vae.latents_mean.copy_(vae.latents_mean)
+    model.vae.latents_std.copy_(vae.latents_std)
 
 
 def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
@@ -423,7 +576,9 @@ def _mean_across_ranks(values: dict[str, float]) -> dict[str, float]:
 
 
 def _jsonable(d: dict) -> dict:
-    return json.loads(json.dumps(d, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o)))
+    return json.loads(
+        json.dumps(d, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__") else str(o))
+    )
 
 
 def iterate_log(path: str | Path) -> Iterator[dict]:

@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 for key, value in {
     "MUJOCO_GL": "egl",
     "PYOPENGL_PLATFORM": "egl",
@@ -11,3 +13,15 @@ for key, value in {
     "TRANSFORMERS_OFFLINE": "1",
 }.items():
     os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a shared 2-core machine oversubscribed OpenMP threads
+    spin-wait and run 4-10x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -18,8 +18,15 @@ DEFAULT_TASKS = ("pick_place_bin", "press_buttons_in_order", "peg_insertion")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--resolutions", type=int, nargs="+", default=[64, 128], help="frame sizes (default 64 128)")
-    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), help="tasks to run, one episode per seed each")
+    parser.add_argument(
+        "--resolutions", type=int, nargs="+", default=[64, 128], help="frame sizes (default 64 128)"
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(DEFAULT_TASKS),
+        help="tasks to run, one episode per seed each",
+    )
     parser.add_argument("--seeds", type=int, default=2, help="train seeds per task (default 2)")
     parser.add_argument("--wrist", action="store_true", help="render the wrist camera too")
 
@@ -38,7 +45,9 @@ def measure(resolution: int, tasks: list[str], seeds: int, wrist: bool = False) 
     for task in tasks:
         train = [s for s in range(5 * seeds) if split(task, s) == "train"][:seeds]
         envs[task] = SimEnv(task, seed=train[0], resolution=resolution, wrist=wrist)
-        envs[task].observe(render=True)  # the first render opens the GL context: setup, not throughput
+        envs[task].observe(
+            render=True
+        )  # the first render opens the GL context: setup, not throughput
         plan += [(task, s) for s in train]
     setup_s = time.perf_counter() - t0
     try:
@@ -50,7 +59,10 @@ def measure(resolution: int, tasks: list[str], seeds: int, wrist: bool = False) 
         sim_s = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        episodes = [record_episode(task, seed, resolution=resolution, wrist=wrist, env=envs[task]) for task, seed in plan]
+        episodes = [
+            record_episode(task, seed, resolution=resolution, wrist=wrist, env=envs[task])
+            for task, seed in plan
+        ]
         record_s = time.perf_counter() - t0
     finally:
         for env in envs.values():

@@ -12,24 +12,46 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
 
     gen = data_sub.add_parser("generate", help="record expert demonstrations from the sim")
     which = gen.add_mutually_exclusive_group(required=True)
-    which.add_argument("--suite", choices=["diverse", "reasoning", "dexterous", "generalization", "all"])
-    which.add_argument("--task", help="one task by name instead of a suite (tasks: docs/sim.md)")
-    gen.add_argument("--episodes", type=int, required=True, help="episodes in all, spread over the suite's tasks")
-    gen.add_argument("--out", type=Path, required=True, help="dataset directory (must be empty unless --overwrite)")
-    gen.add_argument("--resolution", type=int, default=64, help="square frame size in pixels (default 64)")
+    which.add_argument(
+        "--suite", choices=["diverse", "reasoning", "dexterous", "generalization", "all"]
+    )
+    which.add_argument(
+        "--task",
+        help="a task by name instead of a suite, or several separated by commas (docs/sim.md)",
+    )
+    gen.add_argument(
+        "--episodes", type=int, required=True, help="episodes in all, spread over the suite's tasks"
+    )
+    gen.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="dataset directory (must be empty unless --overwrite)",
+    )
+    gen.add_argument(
+        "--resolution", type=int, default=64, help="square frame size in pixels (default 64)"
+    )
     gen.add_argument("--seed", type=int, default=0, help="first seed tried per task (default 0)")
     gen.add_argument("--wrist", action="store_true", help="also record the wrist camera")
     gen.add_argument(
-        "--split", choices=["train", "test", "all"], default="train",
+        "--split",
+        choices=["train", "test", "all"],
+        default="train",
         help="which seeds of the sim's fixed train/test split to record (default: train)",
     )
-    gen.add_argument("--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)")
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    gen.add_argument(
+        "--crf", type=int, default=18, help="H.264 quality, lower is better (default 18)"
+    )
+    gen.add_argument(
+        "--overwrite", action="store_true", help="replace an existing dataset at --out"
+    )
     gen.set_defaults(func=_generate)
 
     show = data_sub.add_parser("show", help="print a summary and write a contact sheet PNG")
     show.add_argument("dir", type=Path, help="dataset directory")
-    show.add_argument("--out", type=Path, default=None, help="PNG path (default DIR/contact_sheet.png)")
+    show.add_argument(
+        "--out", type=Path, default=None, help="PNG path (default DIR/contact_sheet.png)"
+    )
     show.add_argument("--episode", type=int, default=0, help="episode to draw (default 0)")
     show.add_argument("--scale", type=int, default=2, help="frame upscaling factor (default 2)")
     show.set_defaults(func=_show)
@@ -51,8 +73,16 @@ def _generate(args: argparse.Namespace) -> int:
 
         try:
             root = generate(
-                args.suite, args.episodes, args.out, resolution=args.resolution, seed=args.seed,
-                wrist=args.wrist, split=args.split, crf=args.crf, overwrite=args.overwrite, progress=tick,
+                args.suite,
+                args.episodes,
+                args.out,
+                resolution=args.resolution,
+                seed=args.seed,
+                wrist=args.wrist,
+                split=args.split,
+                crf=args.crf,
+                overwrite=args.overwrite,
+                progress=tick,
                 task=args.task,
             )
         except FileExistsError as e:
@@ -67,7 +97,9 @@ def _show(args: argparse.Namespace) -> int:
 
     ds = EventDataset(args.dir)
     if not 0 <= args.episode < ds.num_episodes:
-        raise ValueError(f"--episode {args.episode} out of range: the dataset has {ds.num_episodes} episodes")
+        raise ValueError(
+            f"--episode {args.episode} out of range: the dataset has {ds.num_episodes} episodes"
+        )
     print(summary(ds))
     out = args.out or args.dir / "contact_sheet.png"
     out.parent.mkdir(parents=True, exist_ok=True)

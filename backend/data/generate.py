@@ -29,13 +29,15 @@ class EpisodeSpec:
 def plan_episodes(
     suite: str | None, episodes: int, seed: int = 0, split: str = "train", task: str | None = None
 ) -> list[EpisodeSpec]:
-    """Which (task, seed) to record: `episodes` spread over the suite's tasks (or one `task`), train first."""
+    """Which (task, seed) to record: `episodes` spread over the suite's tasks (or the comma-separated
+    `task` names), train first."""
     from robot.sim import tasks as sim_tasks
 
     if (suite is None) == (task is None):
         raise ValueError("name either a suite or a task")
     if task is not None:
-        sim_tasks.get_task(task)  # "did you mean" on a typo
+        for name in task.split(","):
+            sim_tasks.get_task(name)  # "did you mean" on a typo
     elif suite not in SUITES:
         raise ValueError(f"unknown suite {suite!r}; suites are {SUITES}")
     if split not in SPLITS:
@@ -44,7 +46,7 @@ def plan_episodes(
         raise ValueError(f"--episodes must be >= 1, got {episodes}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
-    names = [task] if task is not None else sim_tasks.tasks_in(suite)
+    names = task.split(",") if task is not None else sim_tasks.tasks_in(suite)
     wanted = ("train", "test") if split == "all" else (split,)
     seeds: dict[tuple[str, str], list[int]] = {(n, w): [] for n in names for w in ("train", "test")}
     for k, name in enumerate(names):
@@ -84,23 +86,33 @@ def generate(
     from robot.sim.experts import record_episode
 
     if resolution < 16 or resolution > 256 or resolution % 2:
-        raise ValueError(f"--resolution must be an even number of pixels in [16, 256], got {resolution}")
+        raise ValueError(
+            f"--resolution must be an even number of pixels in [16, 256], got {resolution}"
+        )
     specs = plan_episodes(suite, episodes, seed, split, task=task)
     generation = {
         "suite": suite,
         "task": task,
         "resolution": resolution,
         "wrist": wrist,
-        "seeds": {s: sorted({(e.task, e.seed) for e in specs if e.split == s}) for s in ("train", "test")},
+        "seeds": {
+            s: sorted({(e.task, e.seed) for e in specs if e.split == s}) for s in ("train", "test")
+        },
         "split_rule": "robot.sim.tasks.split: seed % 5 == 4 is test",
     }
     envs: dict[str, SimEnv] = {}
     try:
-        with DatasetWriter(out, fps=SimEnv.fps, crf=crf, overwrite=overwrite, info_extra={"generation": generation}) as writer:
+        with DatasetWriter(
+            out, fps=SimEnv.fps, crf=crf, overwrite=overwrite, info_extra={"generation": generation}
+        ) as writer:
             for spec in specs:
                 if spec.task not in envs:  # one renderer per task, reused across its seeds
-                    envs[spec.task] = SimEnv(spec.task, seed=spec.seed, resolution=resolution, wrist=wrist)
-                episode = record_episode(spec.task, spec.seed, resolution=resolution, wrist=wrist, env=envs[spec.task])
+                    envs[spec.task] = SimEnv(
+                        spec.task, seed=spec.seed, resolution=resolution, wrist=wrist
+                    )
+                episode = record_episode(
+                    spec.task, spec.seed, resolution=resolution, wrist=wrist, env=envs[spec.task]
+                )
                 writer.add_episode(episode, split=spec.split)
                 if progress is not None:
                     progress(spec)

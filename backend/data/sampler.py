@@ -47,7 +47,11 @@ def cluster_probabilities(labels: np.ndarray, temperature: float) -> np.ndarray:
         raise ValueError(f"temperature must be > 0 (inf allowed), got {temperature}")
     labels = np.asarray(labels)
     _, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
-    weight = np.ones(len(sizes)) if np.isinf(temperature) else sizes.astype(np.float64) ** (1.0 / temperature)
+    weight = (
+        np.ones(len(sizes))
+        if np.isinf(temperature)
+        else sizes.astype(np.float64) ** (1.0 / temperature)
+    )
     p_cluster = weight / weight.sum()
     return p_cluster[inverse] / sizes[inverse]
 
@@ -87,12 +91,16 @@ class ClusterBalancedSampler:
                 raise ValueError(f"visual_weight must be in [0, 1], got {visual_weight}")
             vis = _unit_rows(vis - vis.mean(0))
             # Both parts are unit vectors, so the weight sets their share of squared distance.
-            features = np.concatenate([np.sqrt(1 - visual_weight) * features, np.sqrt(visual_weight) * vis], axis=1)
+            features = np.concatenate(
+                [np.sqrt(1 - visual_weight) * features, np.sqrt(visual_weight) * vis], axis=1
+            )
         if num_clusters is not None and num_clusters < 1:
             raise ValueError(f"num_clusters must be >= 1, got {num_clusters}")
         k = num_clusters or MAX_DEFAULT_CLUSTERS
         self.captions = list(captions) if captions is not None else None
-        self.labels = kmeans_labels(np.round(features, 6), k, seed)  # rounding merges float-noise duplicates
+        self.labels = kmeans_labels(
+            np.round(features, 6), k, seed
+        )  # rounding merges float-noise duplicates
         self.temperature = float(temperature)
         self.probabilities = cluster_probabilities(self.labels, self.temperature)
         self.num_samples = int(num_samples or n)
@@ -123,15 +131,23 @@ class ClusterBalancedSampler:
 
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng((self.seed, self.epoch))
-        yield from rng.choice(len(self.probabilities), size=self.num_samples, p=self.probabilities).tolist()
+        yield from rng.choice(
+            len(self.probabilities), size=self.num_samples, p=self.probabilities
+        ).tolist()
 
     def summary(self, max_examples: int = 1) -> list[dict]:
         """One row per cluster: size, draw share, example captions."""
         shares = self.cluster_shares()
         rows = []
         for c, size in enumerate(self.cluster_sizes()):
-            examples = [self.captions[i] for i in np.flatnonzero(self.labels == c)[:max_examples]] if self.captions else []
-            rows.append({"cluster": c, "size": int(size), "share": float(shares[c]), "examples": examples})
+            examples = (
+                [self.captions[i] for i in np.flatnonzero(self.labels == c)[:max_examples]]
+                if self.captions
+                else []
+            )
+            rows.append(
+                {"cluster": c, "size": int(size), "share": float(shares[c]), "examples": examples}
+            )
         return rows
 
 

@@ -21,7 +21,12 @@ BG = (250, 250, 248)
 ROW_ALT = (238, 240, 244)
 INK = (30, 30, 35)
 MUTED = (110, 110, 120)
-TRACK_COLOURS = {"task": (120, 60, 150), "subtask": (20, 110, 60), "action": (30, 80, 170), "segment": (170, 90, 20)}
+TRACK_COLOURS = {
+    "task": (120, 60, 150),
+    "subtask": (20, 110, 60),
+    "action": (30, 80, 170),
+    "segment": (170, 90, 20),
+}
 PAD = 8
 LABEL_W = 86
 TEXT_W = 470
@@ -56,7 +61,9 @@ def _rows(ds: EventDataset, i: int) -> tuple[list[Event], bool]:
     if events:
         return events, True
     T, task = ds.length(i), ds.task(i)
-    return [Event(s, min(s + 16, T), task, task, task, task, "window") for s in range(0, T, 16)], False
+    return [
+        Event(s, min(s + 16, T), task, task, task, task, "window") for s in range(0, T, 16)
+    ], False
 
 
 def contact_sheet(ds: EventDataset, episode: int = 0, scale: int = 2) -> Image.Image:
@@ -68,7 +75,12 @@ def contact_sheet(ds: EventDataset, episode: int = 0, scale: int = 2) -> Image.I
     cams = list(ep.frames)
     h, w = ep.frames[cams[0]].shape[1:3]
     tile_h, tile_w = h * scale, w * scale
-    f_body, f_bold, f_small, f_title = _font(13), _font(13, bold=True), _font(11), _font(16, bold=True)
+    f_body, f_bold, f_small, f_title = (
+        _font(13),
+        _font(13, bold=True),
+        _font(11),
+        _font(16, bold=True),
+    )
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     line_h = 17
 
@@ -103,15 +115,29 @@ def contact_sheet(ds: EventDataset, episode: int = 0, scale: int = 2) -> Image.I
     )
     d.text((PAD, PAD + 40), f"instruction: {ep.instruction}", font=f_small, fill=MUTED)
     if meta.get("variation") and ep.variation:
-        knobs = {k: v for k, v in ep.variation.items() if k in ("unseen", "distractors", "lighting", "camera_jitter") and v}
+        knobs = {
+            k: v
+            for k, v in ep.variation.items()
+            if k in ("unseen", "distractors", "lighting", "camera_jitter") and v
+        }
         if knobs:
-            d.text((width - TEXT_W, PAD + 40), "variation: " + ", ".join(f"{k}={v}" for k, v in knobs.items()), font=f_small, fill=MUTED)
+            d.text(
+                (width - TEXT_W, PAD + 40),
+                "variation: " + ", ".join(f"{k}={v}" for k, v in knobs.items()),
+                font=f_small,
+                fill=MUTED,
+            )
 
     y = header_h
     d.text((PAD, y + 4), "event", font=f_bold, fill=INK)
     for v, cam in enumerate(cams):
         d.text((LABEL_W + v * (tile_w + PAD), y + 4), cam, font=f_bold, fill=INK)
-    d.text((LABEL_W + len(cams) * (tile_w + PAD), y + 4), "captions (the event's four tracks)", font=f_bold, fill=INK)
+    d.text(
+        (LABEL_W + len(cams) * (tile_w + PAD), y + 4),
+        "captions (the event's four tracks)",
+        font=f_bold,
+        fill=INK,
+    )
     y += col_h
     for k, (e, lines, row_h) in enumerate(zip(rows, texts, heights)):
         if k % 2:

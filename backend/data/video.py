@@ -60,7 +60,11 @@ class VideoWriter:
     def add_episode(self, frames: np.ndarray) -> tuple[float, float]:
         """Encode one episode's frames; return (from_timestamp, to_timestamp) in seconds."""
         frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[1:] != (self.height, self.width, 3) or frames.dtype != np.uint8:
+        if (
+            frames.ndim != 4
+            or frames.shape[1:] != (self.height, self.width, 3)
+            or frames.dtype != np.uint8
+        ):
             raise ValueError(
                 f"{self.path.name}: frames must be uint8 (T, {self.height}, {self.width}, 3), "
                 f"got {frames.dtype} {frames.shape}"
@@ -112,7 +116,9 @@ def decode_frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if first > 0:
-            container.seek(int(first / stream.time_base), stream=stream, backward=True, any_frame=False)
+            container.seek(
+                int(first / stream.time_base), stream=stream, backward=True, any_frame=False
+            )
         for frame in container.decode(stream):
             if frame.pts is None:
                 continue

@@ -1,4 +1,4 @@
-"""`wallwm eval closed-loop` and `wallwm eval imagine` (heavy imports stay inside the handlers).
+"""`wallwm eval closed-loop`, `wallwm eval imagine` and `wallwm eval curve` (heavy imports inside handlers).
 
 Both write into one results directory (default runs/eval):
 
@@ -77,6 +77,33 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_imagine)
+
+    p = ev_sub.add_parser(
+        "curve",
+        help="learning curve of a run: open-loop error and closed-loop Task Progress vs training hours",
+        description="Scores every step-numbered checkpoint of a run (train with --keep-every K): "
+        "action-only error on held-out events of --dataset next to holding still, and event-mode "
+        "Task Progress on test seeds of each --task. Writes OUT/curve.json and OUT/curve.png.",
+    )
+    p.add_argument(
+        "--run", type=Path, required=True, help="training run directory (OUT of wallwm train)"
+    )
+    p.add_argument(
+        "--dataset", type=Path, required=True, help="dataset with held-out (test) episodes"
+    )
+    p.add_argument(
+        "--task", action="append", required=True, help="task for closed loop (repeatable)"
+    )
+    p.add_argument(
+        "--episodes", type=int, default=10, help="closed-loop test seeds per task (default 10)"
+    )
+    p.add_argument(
+        "--max-events", type=int, default=40, help="held-out events for open loop (default 40)"
+    )
+    p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument("--out", type=Path, required=True, help="output directory")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.set_defaults(func=_curve)
 
 
 def _load(checkpoint: Path, threads: int):
@@ -214,4 +241,30 @@ def _imagine(args: argparse.Namespace) -> int:
         print(f"contact sheet: {summary['contact_sheet']}")
     print(f"events: {out / 'events.jsonl'}")
     print(f"results: {args.out / RESULTS_FILE}")
+    return 0
+
+
+def _curve(args: argparse.Namespace) -> int:
+    import torch
+
+    from backend.eval.curve import learning_curve, write_curve
+
+    torch.set_num_threads(args.threads)
+
+    def show(row: dict) -> None:
+        tp = ", ".join(
+            f"{k.split('/', 1)[1]} {v:.1f}"
+            for k, v in row.items()
+            if k.startswith("task_progress/")
+        )
+        print(
+            f"step {row['step']} ({row['hours'] or 0:.2f} h): open-loop {row['action_l2'] * 100:.1f} cm "
+            f"(hold {row['action_l2_hold'] * 100:.1f} cm); Task Progress {tp}",
+            flush=True,
+        )
+
+    rows = learning_curve(
+        args.run, args.dataset, args.task, args.episodes, args.max_events, args.steps, show
+    )
+    print(f"wrote {write_curve(rows, args.out)}")
     return 0

@@ -50,7 +50,9 @@ class ViewMask:
 
     def __post_init__(self) -> None:
         if self.backend not in ("auto", "flex", "dense"):
-            raise ValueError(f"ViewMask.backend must be 'auto', 'flex' or 'dense', got {self.backend!r}")
+            raise ValueError(
+                f"ViewMask.backend must be 'auto', 'flex' or 'dense', got {self.backend!r}"
+            )
 
     @property
     def num_tokens(self) -> int:
@@ -145,9 +147,12 @@ def rope_freqs_3d(
         dim=-1,
     )  # (h, w, F, head_dim/2)
     grid = grid.reshape(height * width, frames, -1)[patch_order(height, width)]  # (P, F, hd/2)
-    return grid.reshape(1, height * width * frames, -1).expand(num_views, -1, -1).reshape(
-        num_views * height * width * frames, -1
-    ).to(torch.complex64)
+    return (
+        grid.reshape(1, height * width * frames, -1)
+        .expand(num_views, -1, -1)
+        .reshape(num_views * height * width * frames, -1)
+        .to(torch.complex64)
+    )
 
 
 def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:

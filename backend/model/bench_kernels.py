@@ -38,7 +38,9 @@ from robot.types import CameraCalib
 D_MIN, D_MAX = 0.05, 2.0
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, float]:
+def interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 1
+) -> dict[str, float]:
     """Best seconds per call of each function over ``repeats`` runs, timed in alternation.
 
     Process CPU time when torch runs on one thread (see module docstring), wall time otherwise.
@@ -60,8 +62,10 @@ def rig_cameras(resolution: int) -> list[CameraCalib]:
     """The simulator's fixed front/left/right cameras at ``resolution`` px."""
     from robot.sim.scene import CAMERA_RIG
 
-    return [look_at_camera(name, pos, target, fovy, resolution, resolution)
-            for name, (pos, target, fovy) in CAMERA_RIG.items()]
+    return [
+        look_at_camera(name, pos, target, fovy, resolution, resolution)
+        for name, (pos, target, fovy) in CAMERA_RIG.items()
+    ]
 
 
 def rig_workspace() -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +75,11 @@ def rig_workspace() -> tuple[np.ndarray, np.ndarray]:
 
 
 def video_tower_vs_diffusers(
-    preset: str = "tiny", latent_hw: tuple[int, int] = (8, 8), frames: int = 27,
-    text_len: int = 16, repeats: int = 5,
+    preset: str = "tiny",
+    latent_hw: tuple[int, int] = (8, 8),
+    frames: int = 27,
+    text_len: int = 16,
+    repeats: int = 5,
 ) -> dict:
     """(a) One forward of each video tower on identical weights and tokens.
 
@@ -100,20 +107,36 @@ def video_tower_vs_diffusers(
             "diffusers": lambda: ref(x_ref, t * 1000, ctx, return_dict=False),
         }
         sec = interleaved(fns, repeats)
-        diff = (ours.encode_video(video, t, ctx, None, cond=cond, compute_video=True).velocity[:, 0]
-                - ref(x_ref, t * 1000, ctx, return_dict=False)[0]).abs().max().item()
+        diff = (
+            (
+                ours.encode_video(video, t, ctx, None, cond=cond, compute_video=True).velocity[:, 0]
+                - ref(x_ref, t * 1000, ctx, return_dict=False)[0]
+            )
+            .abs()
+            .max()
+            .item()
+        )
     tokens = frames * (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
     return {
-        "preset": preset, "tokens": tokens, "params": video_tower_parameters(ours),
-        "ours_ms": sec["ours"] * 1e3, "diffusers_ms": sec["diffusers"] * 1e3,
-        "ratio": sec["diffusers"] / sec["ours"], "max_abs_diff": diff,
+        "preset": preset,
+        "tokens": tokens,
+        "params": video_tower_parameters(ours),
+        "ours_ms": sec["ours"] * 1e3,
+        "diffusers_ms": sec["diffusers"] * 1e3,
+        "ratio": sec["diffusers"] / sec["ours"],
+        "max_abs_diff": diff,
         "threads": torch.get_num_threads(),
     }
 
 
 def sight_cone_flex_vs_dense(
-    resolution: int, frames: int = 9, heads: int = 8, head_dim: int = 64, repeats: int = 5,
-    block_size: int | None = None, cameras: Sequence[CameraCalib] | None = None,
+    resolution: int,
+    frames: int = 9,
+    heads: int = 8,
+    head_dim: int = 64,
+    repeats: int = 5,
+    block_size: int | None = None,
+    cameras: Sequence[CameraCalib] | None = None,
 ) -> dict:
     """(b) Masked attention over the rig's tokens at ``resolution`` px: flex vs dense SDPA."""
     cams = list(cameras) if cameras is not None else rig_cameras(resolution)
@@ -130,23 +153,37 @@ def sight_cone_flex_vs_dense(
         out_flex = attention(q, k, v, flex)  # first call compiles
         compile_s = time.perf_counter() - t0
         err = (out_flex - attention(q, k, v, dense)).abs().max().item()
-        sec = interleaved({
-            "flex": lambda: attention(q, k, v, flex),
-            "dense": lambda: attention(q, k, v, dense),
-            "full": lambda: F.scaled_dot_product_attention(q, k, v),
-        }, repeats)
+        sec = interleaved(
+            {
+                "flex": lambda: attention(q, k, v, flex),
+                "dense": lambda: attention(q, k, v, dense),
+                "full": lambda: F.scaled_dot_product_attention(q, k, v),
+            },
+            repeats,
+        )
     return {
-        "resolution": resolution, "views": len(cams), "frames": frames, "tokens": n,
-        "heads": heads, "head_dim": head_dim, "block_size": block_size or BLOCK_SIZE,
-        "density": vm.density, "block_density": block_density(vm),
-        "flex_ms": sec["flex"] * 1e3, "dense_ms": sec["dense"] * 1e3,
-        "full_ms": sec["full"] * 1e3, "speedup": sec["dense"] / sec["flex"],
-        "flex_compile_s": compile_s, "max_abs_diff": err,
+        "resolution": resolution,
+        "views": len(cams),
+        "frames": frames,
+        "tokens": n,
+        "heads": heads,
+        "head_dim": head_dim,
+        "block_size": block_size or BLOCK_SIZE,
+        "density": vm.density,
+        "block_density": block_density(vm),
+        "flex_ms": sec["flex"] * 1e3,
+        "dense_ms": sec["dense"] * 1e3,
+        "full_ms": sec["full"] * 1e3,
+        "speedup": sec["dense"] / sec["flex"],
+        "flex_compile_s": compile_s,
+        "max_abs_diff": err,
     }
 
 
 def run_kernels(
-    rig_resolution: int = 64, large_resolution: int = 256, repeats: int = 5,
+    rig_resolution: int = 64,
+    large_resolution: int = 256,
+    repeats: int = 5,
 ) -> tuple[dict, str]:
     """Items (a) and (b): numbers for docs/bench/model.json and a markdown section.
 
@@ -162,12 +199,18 @@ def run_kernels(
             torch.set_num_threads(threads)
             regime = "1 thread, CPU time" if threads == 1 else f"{threads} threads, wall time"
             # a forward at the rig's size takes ~50 ms: more runs for the same confidence
-            runs_a = [video_tower_vs_diffusers("tiny", (rig_resolution // 8,) * 2, 27,
-                                               repeats=4 * repeats)]
+            runs_a = [
+                video_tower_vs_diffusers(
+                    "tiny", (rig_resolution // 8,) * 2, 27, repeats=4 * repeats
+                )
+            ]
             runs_b = [sight_cone_flex_vs_dense(large_resolution, repeats=repeats)]
             if threads == all_threads:
-                runs_a.append(video_tower_vs_diffusers("tiny", (rig_resolution // 4,) * 2, 27,
-                                                       repeats=repeats))
+                runs_a.append(
+                    video_tower_vs_diffusers(
+                        "tiny", (rig_resolution // 4,) * 2, 27, repeats=repeats
+                    )
+                )
                 runs_b.insert(0, sight_cone_flex_vs_dense(rig_resolution, repeats=repeats))
             a_rows += [dict(r, regime=regime) for r in runs_a]
             b_rows += [dict(r, regime=regime) for r in runs_b]

@@ -47,7 +47,10 @@ def code_version() -> str:
         root = Path(__file__).resolve().parents[2]
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         return f"{v}+{sha}" if sha else v
     except (OSError, subprocess.SubprocessError):
@@ -67,7 +70,9 @@ def read_config(directory: str | Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"checkpoint file {path} is not valid JSON: {e}") from e
     if not isinstance(cfg, dict) or "preset" not in cfg:
-        raise ValueError(f"checkpoint file {path} has no 'preset' entry; is it a wallwm checkpoint?")
+        raise ValueError(
+            f"checkpoint file {path} has no 'preset' entry; is it a wallwm checkpoint?"
+        )
     return cfg
 
 
@@ -84,7 +89,9 @@ def load_tensors(path: str | Path, check_finite: bool = True) -> dict[str, torch
     if check_finite:
         for name, t in tensors.items():
             if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise ValueError(f"checkpoint file {path}: tensor {name!r} has NaN or infinite values")
+                raise ValueError(
+                    f"checkpoint file {path}: tensor {name!r} has NaN or infinite values"
+                )
     return tensors
 
 
@@ -98,7 +105,11 @@ def check_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: 
         if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)
     ]
     if wrong:
-        problems.append("wrong shapes: " + "; ".join(wrong[:5]) + (f" (+{len(wrong) - 5} more)" if len(wrong) > 5 else ""))
+        problems.append(
+            "wrong shapes: "
+            + "; ".join(wrong[:5])
+            + (f" (+{len(wrong) - 5} more)" if len(wrong) > 5 else "")
+        )
     missing = [k for k in expected if k not in tensors]
     if missing:
         problems.append(f"{len(missing)} tensors missing, e.g. {missing[:3]}")
@@ -109,9 +120,15 @@ def check_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: 
         raise ValueError(f"checkpoint {source} does not fit the model: " + " | ".join(problems))
 
 
-def load_weights(module: nn.Module, path: str | Path) -> None:
-    """Load a safetensors file into `module` after checking names, shapes and values."""
+def load_weights(module: nn.Module, path: str | Path, prefix: str = "") -> None:
+    """Load a safetensors file into `module` after checking names, shapes and values.
+
+    `prefix`: load only the file's tensors under this prefix (stripped), e.g. "vae." for the
+    autoencoder of a whole-model checkpoint.
+    """
     tensors = load_tensors(path)
+    if prefix:
+        tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     check_state(module, tensors, path)
     module.load_state_dict(tensors, strict=True)
 
@@ -131,7 +148,10 @@ def _optimizer_payload(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torc
                 tensors[f"state/{idx}/{name}"] = value
             else:
                 scalars.setdefault(str(idx), {})[name] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+        for g in sd["param_groups"]
+    ]
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
@@ -143,7 +163,9 @@ def _optimizer_state(tensors: Mapping[str, torch.Tensor], meta: dict) -> dict:
             state.setdefault(int(idx), {})[name] = value
     for idx, values in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(values)
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    groups = [
+        {k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]
+    ]
     return {"state": state, "param_groups": groups}
 
 
@@ -183,7 +205,9 @@ def save_checkpoint(
     tmp = directory.with_name(directory.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    (tmp / CONFIG_FILE).write_text(json.dumps({**config, "code_version": code_version()}, indent=2) + "\n")
+    (tmp / CONFIG_FILE).write_text(
+        json.dumps({**config, "code_version": code_version()}, indent=2) + "\n"
+    )
     save_file(_contiguous(model_state), str(tmp / MODEL_FILE))
     if ema_state is not None:
         save_file(_contiguous(ema_state), str(tmp / EMA_FILE))
@@ -205,6 +229,20 @@ def save_checkpoint(
     return directory
 
 
+def keep_checkpoint(directory: str | Path, copy_to: str | Path) -> Path:
+    """A step-numbered copy of a checkpoint's weights and config (no optimizer state), kept for curves."""
+    directory, copy_to = Path(directory), Path(copy_to)
+    tmp = copy_to.with_name(copy_to.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name in (CONFIG_FILE, MODEL_FILE, EMA_FILE):
+        if (directory / name).exists():
+            shutil.copy2(directory / name, tmp / name)
+    shutil.rmtree(copy_to, ignore_errors=True)
+    os.replace(tmp, copy_to)
+    return copy_to
+
+
 def load_training_state(directory: str | Path, optimizers: Sequence[torch.optim.Optimizer]) -> dict:
     """Restore optimizers and RNG from a checkpoint; returns the rest of train_state.json."""
     directory = Path(directory)
@@ -221,7 +259,7 @@ def load_training_state(directory: str | Path, optimizers: Sequence[torch.optim.
         )
     for i, (opt, opt_meta) in enumerate(zip(optimizers, metas)):
         prefix = f"opt{i}/"
-        own = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        own = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         state = _optimizer_state(own, opt_meta)
         n_ckpt = sum(len(g["params"]) for g in state["param_groups"])
         n_model = sum(len(g["params"]) for g in opt.param_groups)

@@ -83,12 +83,19 @@ class DenoiserConfig:
 
     def __post_init__(self) -> None:
         pos = {
-            "out_channels": self.out_channels, "num_attention_heads": self.num_attention_heads,
-            "attention_head_dim": self.attention_head_dim, "ffn_dim": self.ffn_dim,
-            "num_layers": self.num_layers, "text_dim": self.text_dim, "freq_dim": self.freq_dim,
-            "num_views": self.num_views, "action_dim": self.action_dim,
-            "action_heads": self.action_heads, "action_ffn_dim": self.action_ffn_dim,
-            "h_max": self.h_max, "state_dim": self.state_dim,
+            "out_channels": self.out_channels,
+            "num_attention_heads": self.num_attention_heads,
+            "attention_head_dim": self.attention_head_dim,
+            "ffn_dim": self.ffn_dim,
+            "num_layers": self.num_layers,
+            "text_dim": self.text_dim,
+            "freq_dim": self.freq_dim,
+            "num_views": self.num_views,
+            "action_dim": self.action_dim,
+            "action_heads": self.action_heads,
+            "action_ffn_dim": self.action_ffn_dim,
+            "h_max": self.h_max,
+            "state_dim": self.state_dim,
             "rope_max_seq_len": self.rope_max_seq_len,
         }
         for name, value in pos.items():
@@ -102,7 +109,9 @@ class DenoiserConfig:
         if len(self.patch_size) != 3 or min(self.patch_size) <= 0:
             raise ValueError(f"patch_size must be three positive ints, got {self.patch_size}")
         if self.attention_head_dim % 2:
-            raise ValueError(f"attention_head_dim must be even (RoPE), got {self.attention_head_dim}")
+            raise ValueError(
+                f"attention_head_dim must be even (RoPE), got {self.attention_head_dim}"
+            )
         if self.extra_context_dim < 0:
             raise ValueError(f"extra_context_dim must be >= 0, got {self.extra_context_dim}")
         if self.freq_dim % 2:
@@ -123,25 +132,47 @@ class DenoiserConfig:
 
 
 DENOISER_PRESETS: dict[str, DenoiserConfig] = {
-    # CPU: ~3M parameters, trains in minutes on 64x64 views.
+    # CPU: ~3M parameters, trains in minutes on 64x64 views. h_max 16: the sim's events last 3-18
+    # steps, so almost none is split, and the video tokens are half of h_max 32's.
     "tiny": DenoiserConfig(
-        num_attention_heads=6, attention_head_dim=32, ffn_dim=768, num_layers=4, text_dim=384,
-        action_heads=2, action_ffn_dim=256,
+        num_attention_heads=6,
+        attention_head_dim=32,
+        ffn_dim=768,
+        num_layers=4,
+        text_dim=384,
+        action_heads=2,
+        action_ffn_dim=256,
+        h_max=16,
     ),
     # One GPU: ~40M parameters.
     "small": DenoiserConfig(
-        num_attention_heads=8, attention_head_dim=64, ffn_dim=2048, num_layers=8, text_dim=384,
-        action_heads=4, action_ffn_dim=1024,
+        num_attention_heads=8,
+        attention_head_dim=64,
+        ffn_dim=2048,
+        num_layers=8,
+        text_dim=384,
+        action_heads=4,
+        action_ffn_dim=1024,
     ),
     # Wan2.1-1.3B backbone (dim 1536, 30 layers, 12 heads, ffn 8960, umT5 context).
     "wan1_3b": DenoiserConfig(
-        num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30,
-        text_dim=4096, action_heads=4, action_ffn_dim=2048,
+        num_attention_heads=12,
+        attention_head_dim=128,
+        ffn_dim=8960,
+        num_layers=30,
+        text_dim=4096,
+        action_heads=4,
+        action_ffn_dim=2048,
     ),
     # Wan2.1-14B backbone (dim 5120, 40 layers, 40 heads, ffn 13824), the paper's scale.
     "wan14b": DenoiserConfig(
-        num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
-        text_dim=4096, action_heads=4, action_ffn_dim=2048,
+        num_attention_heads=40,
+        attention_head_dim=128,
+        ffn_dim=13824,
+        num_layers=40,
+        text_dim=4096,
+        action_heads=4,
+        action_ffn_dim=2048,
     ),
 }
 
@@ -207,22 +238,31 @@ class Attention(nn.Module):
 
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values in one matmul (weights fused on the fly, names stay Wan's)."""
-        kv = F.linear(x, torch.cat([self.k.weight, self.v.weight]), torch.cat([self.k.bias, self.v.bias]))
+        kv = F.linear(
+            x, torch.cat([self.k.weight, self.v.weight]), torch.cat([self.k.bias, self.v.bias])
+        )
         k, v = kv.chunk(2, dim=-1)
         return self.norm_k(k).unflatten(-1, (self.heads, -1)), v.unflatten(-1, (self.heads, -1))
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Self-attention q, k, v (B, N, heads, hd) in one matmul."""
         w = torch.cat([self.q.weight, self.k.weight, self.v.weight])
-        q, k, v = F.linear(x, w, torch.cat([self.q.bias, self.k.bias, self.v.bias])).chunk(3, dim=-1)
+        q, k, v = F.linear(x, w, torch.cat([self.q.bias, self.k.bias, self.v.bias])).chunk(
+            3, dim=-1
+        )
         split = (self.heads, -1)
-        return (self.norm_q(q).unflatten(-1, split), self.norm_k(k).unflatten(-1, split),
-                v.unflatten(-1, split))
+        return (
+            self.norm_q(q).unflatten(-1, split),
+            self.norm_k(k).unflatten(-1, split),
+            v.unflatten(-1, split),
+        )
 
     def out(self, y: torch.Tensor) -> torch.Tensor:
         return self.o(y.transpose(1, 2).flatten(2))  # (B, heads, N, hd) -> (B, N, q_dim)
 
-    def cross(self, x: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor | None) -> torch.Tensor:
+    def cross(
+        self, x: torch.Tensor, ctx: torch.Tensor, ctx_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         """Cross-attention of ``x`` (B, N, q_dim) to ``ctx`` (B, L, kv_dim); ``ctx_mask`` (B, L) or None."""
         q = self.project_q(x).transpose(1, 2)  # (B, heads, N, hd)
         k, v = self.project_kv(ctx)
@@ -248,12 +288,15 @@ class WanBlock(nn.Module):
         self.norm1 = LayerNorm(d, eps=cfg.eps, elementwise_affine=False)
         self.self_attn = Attention(d, d, d, h, cfg.qk_norm, cfg.eps)
         self.norm3 = (
-            LayerNorm(d, eps=cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+            LayerNorm(d, eps=cfg.eps, elementwise_affine=True)
+            if cfg.cross_attn_norm
+            else nn.Identity()
         )
         self.cross_attn = Attention(d, d, d, h, cfg.qk_norm, cfg.eps)
         self.norm2 = LayerNorm(d, eps=cfg.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"),
-                                 nn.Linear(cfg.ffn_dim, d))
+        self.ffn = nn.Sequential(
+            nn.Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, d)
+        )
         self.modulation = nn.Parameter(torch.randn(1, 6, d) / d**0.5)
 
     def forward(
@@ -292,12 +335,17 @@ class ActionBlock(nn.Module):
         self.norm1 = LayerNorm(a, eps=cfg.eps, elementwise_affine=False)
         self.self_attn = Attention(a, a, d, cfg.num_attention_heads, cfg.qk_norm, cfg.eps)
         self.norm3 = (
-            LayerNorm(a, eps=cfg.eps, elementwise_affine=True) if cfg.cross_attn_norm else nn.Identity()
+            LayerNorm(a, eps=cfg.eps, elementwise_affine=True)
+            if cfg.cross_attn_norm
+            else nn.Identity()
         )
         self.cross_attn = Attention(a, d, a, cfg.action_heads, cfg.qk_norm, cfg.eps)
         self.norm2 = LayerNorm(a, eps=cfg.eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(a, cfg.action_ffn_dim), nn.GELU(approximate="tanh"),
-                                 nn.Linear(cfg.action_ffn_dim, a))
+        self.ffn = nn.Sequential(
+            nn.Linear(a, cfg.action_ffn_dim),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(cfg.action_ffn_dim, a),
+        )
         self.modulation = nn.Parameter(torch.randn(1, 6, a) / a**0.5)
 
     def forward(
@@ -358,10 +406,12 @@ class WorldActionDenoiser(nn.Module):
         self.cfg = cfg
         d, a = cfg.dim, cfg.action_width
         # video tower, Wan2.1 names
-        self.patch_embedding = nn.Conv3d(cfg.in_channels, d, kernel_size=cfg.patch_size,
-                                         stride=cfg.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"),
-                                            nn.Linear(d, d))
+        self.patch_embedding = nn.Conv3d(
+            cfg.in_channels, d, kernel_size=cfg.patch_size, stride=cfg.patch_size
+        )
+        self.text_embedding = nn.Sequential(
+            nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d)
+        )
         self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, d * 6))
         self.blocks = nn.ModuleList([WanBlock(cfg) for _ in range(cfg.num_layers)])
@@ -369,15 +419,18 @@ class WorldActionDenoiser(nn.Module):
         # additions: view embedding, staircase projection, action tower
         self.view_embedding = nn.Parameter(torch.zeros(cfg.num_views, d))
         self.extra_context_embedding = (
-            nn.Sequential(nn.Linear(cfg.extra_context_dim, d), nn.GELU(approximate="tanh"),
-                          nn.Linear(d, d))
-            if cfg.extra_context_dim else None
+            nn.Sequential(
+                nn.Linear(cfg.extra_context_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d)
+            )
+            if cfg.extra_context_dim
+            else None
         )
         self.action_embedding = nn.Linear(cfg.action_dim, a)
         self.action_state_embedding = nn.Linear(cfg.state_dim, a)
         self.action_pos_embedding = nn.Parameter(torch.zeros(1, 1 + cfg.h_max, a))
-        self.action_time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, a), nn.SiLU(),
-                                                   nn.Linear(a, a))
+        self.action_time_embedding = nn.Sequential(
+            nn.Linear(cfg.freq_dim, a), nn.SiLU(), nn.Linear(a, a)
+        )
         self.action_time_projection = nn.Sequential(nn.SiLU(), nn.Linear(a, a * 6))
         self.action_blocks = nn.ModuleList([ActionBlock(cfg) for _ in range(cfg.num_layers)])
         self.action_head = Head(a, cfg.action_dim, cfg.eps)
@@ -392,8 +445,12 @@ class WorldActionDenoiser(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
         nn.init.zeros_(self.patch_embedding.bias)
-        for seq in (self.text_embedding, self.time_embedding, self.action_time_embedding,
-                    self.extra_context_embedding):
+        for seq in (
+            self.text_embedding,
+            self.time_embedding,
+            self.action_time_embedding,
+            self.extra_context_embedding,
+        ):
             for m in seq.modules() if seq is not None else ():
                 if isinstance(m, nn.Linear):
                     nn.init.normal_(m.weight, std=0.02)
@@ -415,8 +472,9 @@ class WorldActionDenoiser(nn.Module):
                 raise ValueError(
                     f"token grid {frames}x{h}x{w} exceeds rope_max_seq_len={self.cfg.rope_max_seq_len}"
                 )
-            self._layout_cache[key] = rope_freqs_3d(self.cfg.attention_head_dim, frames, h, w,
-                                                  views).to(device)
+            self._layout_cache[key] = rope_freqs_3d(
+                self.cfg.attention_head_dim, frames, h, w, views
+            ).to(device)
         return self._layout_cache[key]
 
     def _order(self, h: int, w: int, device: torch.device, inverse: bool = False) -> torch.Tensor:
@@ -441,7 +499,9 @@ class WorldActionDenoiser(nn.Module):
         x = x.reshape(B, V * h * w * f, C * pt * ph * pw)  # patches in Z-order
         return F.linear(x, self.patch_embedding.weight.flatten(1), self.patch_embedding.bias)
 
-    def _unpatchify(self, x: torch.Tensor, B: int, V: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    def _unpatchify(
+        self, x: torch.Tensor, B: int, V: int, grid: tuple[int, int, int]
+    ) -> torch.Tensor:
         """(B, V*h*w*f, pt*ph*pw*C) tokens (view, patch, frame) -> (B, V, C, f*pt, h*ph, w*pw)."""
         f, h, w = grid
         pt, ph, pw = self.cfg.patch_size
@@ -451,7 +511,9 @@ class WorldActionDenoiser(nn.Module):
         return x.reshape(B, V, -1, f * pt, h * ph, w * pw)
 
     def _context(
-        self, context: torch.Tensor, context_mask: torch.Tensor | None,
+        self,
+        context: torch.Tensor,
+        context_mask: torch.Tensor | None,
         extra_context: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         cfg = self.cfg
@@ -460,7 +522,9 @@ class WorldActionDenoiser(nn.Module):
         ctx = self.text_embedding(context)  # (B, L, D)
         mask = context_mask
         if mask is not None and mask.shape != context.shape[:2]:
-            raise ValueError(f"context_mask must be {tuple(context.shape[:2])}, got {tuple(mask.shape)}")
+            raise ValueError(
+                f"context_mask must be {tuple(context.shape[:2])}, got {tuple(mask.shape)}"
+            )
         if extra_context is not None:
             if self.extra_context_embedding is None:
                 raise ValueError("extra_context given but this config has extra_context_dim=0")
@@ -468,9 +532,14 @@ class WorldActionDenoiser(nn.Module):
                 raise ValueError(
                     f"extra_context must be (B, K, {cfg.extra_context_dim}), got {tuple(extra_context.shape)}"
                 )
-            ctx = torch.cat([ctx, self.extra_context_embedding(extra_context)], dim=1)  # (B, L + K, D)
+            ctx = torch.cat(
+                [ctx, self.extra_context_embedding(extra_context)], dim=1
+            )  # (B, L + K, D)
             if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(extra_context.shape[:2])], dim=1)
+                # A row without instruction tokens is the unconditional branch: it sees no
+                # staircase states either (they carry the task).
+                present = mask.bool().any(dim=1, keepdim=True)  # (B, 1)
+                mask = torch.cat([mask.bool(), present.expand(-1, extra_context.shape[1])], dim=1)
         if mask is not None:
             mask = mask.bool()
             if bool(mask.all()):
@@ -501,10 +570,14 @@ class WorldActionDenoiser(nn.Module):
             raise ValueError(f"got {V} views, the config has num_views={cfg.num_views}")
         pt, ph, pw = cfg.patch_size
         if Fr % pt or H % ph or W % pw:
-            raise ValueError(f"latent size {Fr}x{H}x{W} is not divisible by patch_size {cfg.patch_size}")
+            raise ValueError(
+                f"latent size {Fr}x{H}x{W} is not divisible by patch_size {cfg.patch_size}"
+            )
         if cfg.cond_channels:
             if cond is None:
-                raise ValueError(f"cond (B, V, {cfg.cond_channels}, F, h, w) is required by this config")
+                raise ValueError(
+                    f"cond (B, V, {cfg.cond_channels}, F, h, w) is required by this config"
+                )
             if cond.shape != (B, V, cfg.cond_channels, Fr, H, W):
                 raise ValueError(
                     f"cond must be {(B, V, cfg.cond_channels, Fr, H, W)}, got {tuple(cond.shape)}"
@@ -554,7 +627,9 @@ class WorldActionDenoiser(nn.Module):
             raise ValueError(f"state must be ({B}, {cfg.state_dim}), got {tuple(state.shape)}")
         if t_action.shape != (B,):
             raise ValueError(f"t_action must be ({B},), got {tuple(t_action.shape)}")
-        x = torch.cat([self.action_state_embedding(state)[:, None], self.action_embedding(actions)], dim=1)
+        x = torch.cat(
+            [self.action_state_embedding(state)[:, None], self.action_embedding(actions)], dim=1
+        )
         x = x + self.action_pos_embedding[:, : 1 + H]  # (B, 1 + H, A)
         e = self.action_time_embedding(sinusoidal_embedding(t_action, cfg.freq_dim))  # (B, A)
         e0 = self.action_time_projection(e).unflatten(1, (6, -1))  # (B, 6, A)
@@ -577,8 +652,9 @@ class WorldActionDenoiser(nn.Module):
         compute_video: bool = True,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Joint denoising step: (video velocity or None, action velocity)."""
-        kv = self.encode_video(video, t_video, context, context_mask, cond, view_mask,
-                               extra_context, compute_video)
+        kv = self.encode_video(
+            video, t_video, context, context_mask, cond, view_mask, extra_context, compute_video
+        )
         return kv.velocity, self.denoise_actions(actions, t_action, state, kv)
 
 

@@ -39,7 +39,9 @@ def predict_x0(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Ten
     return x_t - _expand_like(t, x_t) * v
 
 
-def flow_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def flow_loss(
+    pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean squared velocity error; `mask` (broadcastable to pred, 1 = counts) drops padding."""
     err = (pred - target).pow(2)
     if mask is None:
@@ -75,6 +77,8 @@ def guided(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> torch.
     return v_uncond + scale * (v_cond - v_uncond)
 
 
-def euler_step(x: torch.Tensor, v: torch.Tensor, t: float | torch.Tensor, t_next: float | torch.Tensor) -> torch.Tensor:
+def euler_step(
+    x: torch.Tensor, v: torch.Tensor, t: float | torch.Tensor, t_next: float | torch.Tensor
+) -> torch.Tensor:
     """One Euler step from t to t_next < t along the predicted velocity."""
     return x + (t_next - t) * v

@@ -36,14 +36,18 @@ class Normalizer:
         for name in ("state_min", "state_max", "action_min", "action_max"):
             v = np.asarray(getattr(self, name), dtype=np.float64)
             if v.shape != (ACTION_DIM,):
-                raise ValueError(f"normaliser {name} must have shape ({ACTION_DIM},), got {v.shape}")
+                raise ValueError(
+                    f"normaliser {name} must have shape ({ACTION_DIM},), got {v.shape}"
+                )
             if not np.all(np.isfinite(v)):
                 raise ValueError(f"normaliser {name} has non-finite values: {v.tolist()}")
             object.__setattr__(self, name, v)
         for kind in ("state", "action"):
             lo, hi = getattr(self, f"{kind}_min"), getattr(self, f"{kind}_max")
             if np.any(hi < lo):
-                raise ValueError(f"normaliser {kind}: max < min in dims {np.nonzero(hi < lo)[0].tolist()}")
+                raise ValueError(
+                    f"normaliser {kind}: max < min in dims {np.nonzero(hi < lo)[0].tolist()}"
+                )
 
     @classmethod
     def identity(cls) -> Normalizer:

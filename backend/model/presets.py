@@ -34,18 +34,25 @@ class ModelConfig:
     workspace_min: tuple[float, float, float] = (-0.22, -0.22, 0.0)
     workspace_max: tuple[float, float, float] = (0.22, 0.22, 0.30)
     sight_cone: bool = True  # False: full cross-view attention (ablation)
+    # Actions as offsets from the chunk's starting state (gripper absolute): the model learns where
+    # to go from here instead of memorising the dataset's mean pose (openpi's delta actions).
+    relative_actions: bool = True
 
     def __post_init__(self) -> None:
         d, v = self.denoiser, self.vae
         if d.out_channels != v.z_dim:
-            raise ValueError(f"preset {self.name}: denoiser out_channels {d.out_channels} != VAE z_dim {v.z_dim}")
+            raise ValueError(
+                f"preset {self.name}: denoiser out_channels {d.out_channels} != VAE z_dim {v.z_dim}"
+            )
         if d.in_channels != 2 * v.z_dim + 4:
             raise ValueError(
                 f"preset {self.name}: denoiser in_channels {d.in_channels} != 2 * z_dim + 4 "
                 "(noisy latents, 4 mask channels, observation latents: the Wan2.1-I2V layout)"
             )
         if d.text_dim != self.text.dim:
-            raise ValueError(f"preset {self.name}: denoiser text_dim {d.text_dim} != text encoder dim {self.text.dim}")
+            raise ValueError(
+                f"preset {self.name}: denoiser text_dim {d.text_dim} != text encoder dim {self.text.dim}"
+            )
         lat = self.image_size // SPATIAL_COMPRESSION
         if self.image_size % SPATIAL_COMPRESSION or lat % d.patch_size[1] or lat % d.patch_size[2]:
             raise ValueError(
@@ -101,8 +108,15 @@ def _tiny() -> ModelConfig:
 
 
 def _small() -> ModelConfig:
-    vlm = VLMConfig(hidden_size=512, num_layers=8, num_heads=8, head_dim=64, intermediate_size=1536,
-                    linear_heads=8, linear_head_dim=64)
+    vlm = VLMConfig(
+        hidden_size=512,
+        num_layers=8,
+        num_heads=8,
+        head_dim=64,
+        intermediate_size=1536,
+        linear_heads=8,
+        linear_head_dim=64,
+    )
     return ModelConfig(
         name="small",
         denoiser=replace(DENOISER_PRESETS["small"], extra_context_dim=vlm.hidden_size),
@@ -117,11 +131,27 @@ def _small() -> ModelConfig:
 _WAN_VAE = VAEConfig(base_dim=96, z_dim=16, num_res_blocks=2)
 _UMT5 = TextConfig(kind="umt5", dim=4096, max_len=64)
 # Qwen3.5-9B's text stack: 32 layers (3 gated delta nets : 1 full attention), width 4096.
-_QWEN35_9B = VLMConfig(hidden_size=4096, num_layers=32, num_heads=16, num_kv_heads=4, head_dim=256,
-                       intermediate_size=12288, linear_heads=32, linear_head_dim=128)
+_QWEN35_9B = VLMConfig(
+    hidden_size=4096,
+    num_layers=32,
+    num_heads=16,
+    num_kv_heads=4,
+    head_dim=256,
+    intermediate_size=12288,
+    linear_heads=32,
+    linear_head_dim=128,
+)
 # A Qwen3.5 of ~2B scale for the 1.3B video backbone.
-_QWEN35_2B = VLMConfig(hidden_size=2048, num_layers=24, num_heads=8, num_kv_heads=2, head_dim=256,
-                       intermediate_size=6144, linear_heads=16, linear_head_dim=128)
+_QWEN35_2B = VLMConfig(
+    hidden_size=2048,
+    num_layers=24,
+    num_heads=8,
+    num_kv_heads=2,
+    head_dim=256,
+    intermediate_size=6144,
+    linear_heads=16,
+    linear_head_dim=128,
+)
 
 
 def _wan(name: str, vlm: VLMConfig) -> ModelConfig:
@@ -153,4 +183,3 @@ def get_preset(name: str) -> ModelConfig:
     close = difflib.get_close_matches(name, list(MODEL_PRESETS), n=2, cutoff=0.4)
     hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"unknown model preset {name!r}{hint} (presets: {', '.join(MODEL_PRESETS)})")
-

@@ -36,8 +36,12 @@ BLOCK_SIZE_CUDA = 128
 
 
 def look_at_camera(
-    name: str, position: Sequence[float], target: Sequence[float], fovy_deg: float,
-    width: int, height: int,
+    name: str,
+    position: Sequence[float],
+    target: Sequence[float],
+    fovy_deg: float,
+    width: int,
+    height: int,
 ) -> CameraCalib:
     """A pinhole camera at ``position`` looking at ``target`` (world z up), OpenCV axes, square pixels."""
     pos = np.asarray(position, dtype=np.float64)
@@ -58,7 +62,9 @@ def look_at_camera(
     return CameraCalib(name, K, T, int(width), int(height))
 
 
-def _ray_box(origin: np.ndarray, dirs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _ray_box(
+    origin: np.ndarray, dirs: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Slab test: parameters [t0, t1] where rays ``origin + t * dirs`` (R, 3) are inside the box."""
     with np.errstate(divide="ignore", invalid="ignore"):
         inv = 1.0 / dirs
@@ -72,8 +78,14 @@ def _ray_box(origin: np.ndarray, dirs: np.ndarray, lo: np.ndarray, hi: np.ndarra
 
 
 def _cone_samples(
-    cam: CameraCalib, grid: tuple[int, int], d_min: float, d_max: float,
-    ws_min: np.ndarray, ws_max: np.ndarray, pixels: int, depths: int,
+    cam: CameraCalib,
+    grid: tuple[int, int],
+    d_min: float,
+    d_max: float,
+    ws_min: np.ndarray,
+    ws_max: np.ndarray,
+    pixels: int,
+    depths: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """World points sampled in every patch cone of ``cam`` and the patch index of each point."""
     gh, gw = grid
@@ -135,8 +147,17 @@ def sight_cone_mask(
         raise ValueError(f"workspace_max {ws_max} must exceed workspace_min {ws_min} on every axis")
     if samples < 1 or depth_samples < 1:
         raise ValueError(f"samples and depth_samples must be >= 1, got {samples}, {depth_samples}")
-    key = _key(cameras, gh, gw, float(d_min), float(d_max), ws_min.tolist(), ws_max.tolist(),
-               samples, depth_samples)
+    key = _key(
+        cameras,
+        gh,
+        gw,
+        float(d_min),
+        float(d_max),
+        ws_min.tolist(),
+        ws_max.tolist(),
+        samples,
+        depth_samples,
+    )
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
@@ -144,7 +165,7 @@ def sight_cone_mask(
     V, P = len(cameras), gh * gw
     mask = np.zeros((V * P, V * P), dtype=bool)
     for i in range(V):
-        mask[i * P:(i + 1) * P, i * P:(i + 1) * P] = True  # same view: always allowed
+        mask[i * P : (i + 1) * P, i * P : (i + 1) * P] = True  # same view: always allowed
     for i, ci in enumerate(cameras):
         pts, src = _cone_samples(ci, (gh, gw), d_min, d_max, ws_min, ws_max, samples, depth_samples)
         if len(pts) == 0:
@@ -172,7 +193,11 @@ def view_overlap(patch_mask: np.ndarray, num_views: int) -> np.ndarray:
     if n % num_views:
         raise ValueError(f"mask of {n} patches does not split into {num_views} views")
     P = n // num_views
-    return np.asarray(patch_mask, dtype=np.float64).reshape(num_views, P, num_views, P).mean(axis=(1, 3))
+    return (
+        np.asarray(patch_mask, dtype=np.float64)
+        .reshape(num_views, P, num_views, P)
+        .mean(axis=(1, 3))
+    )
 
 
 def build_attention_mask(
@@ -225,14 +250,17 @@ def build_attention_mask(
 
         batch = pm.shape[0]
         dense = dense[:, None]  # (B, 1, N, N): broadcast over heads
-    block_mask = create_block_mask(mask_mod, batch, None, n, n, device=str(device),
-                                   BLOCK_SIZE=block_size)
+    block_mask = create_block_mask(
+        mask_mod, batch, None, n, n, device=str(device), BLOCK_SIZE=block_size
+    )
     return ViewMask(dense=dense, block_mask=block_mask, frames=frames, backend=backend)
 
 
 def block_density(mask: ViewMask) -> float:
     """Fraction of (query block, key block) pairs flex_attention has to visit."""
     bm = mask.block_mask
-    visited = bm.kv_num_blocks.sum() + (bm.full_kv_num_blocks.sum() if bm.full_kv_num_blocks is not None else 0)
+    visited = bm.kv_num_blocks.sum() + (
+        bm.full_kv_num_blocks.sum() if bm.full_kv_num_blocks is not None else 0
+    )
     q_blocks, kv_blocks = bm.kv_indices.shape[-2:]
     return float(visited) / (bm.kv_num_blocks.shape[0] * q_blocks * kv_blocks)

@@ -49,9 +49,13 @@ class _UMT5:
         if not (p / "config.json").is_file():
             raise FileNotFoundError(f"umT5 encoder directory {p} has no config.json")
         self.tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
-        self.model = UMT5EncoderModel.from_pretrained(p, local_files_only=True).eval().requires_grad_(False)
+        self.model = (
+            UMT5EncoderModel.from_pretrained(p, local_files_only=True).eval().requires_grad_(False)
+        )
         if self.model.config.d_model != dim:
-            raise ValueError(f"umT5 at {p} is {self.model.config.d_model}-d, TextConfig.dim is {dim}")
+            raise ValueError(
+                f"umT5 at {p} is {self.model.config.d_model}-d, TextConfig.dim is {dim}"
+            )
         self._cache: dict[tuple[str, int], np.ndarray] = {}
         self._lock = threading.Lock()
 
@@ -59,7 +63,9 @@ class _UMT5:
         with self._lock:
             todo = sorted({t for t in texts if (t, max_len) not in self._cache})
             if todo:
-                batch = self.tokenizer(todo, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+                batch = self.tokenizer(
+                    todo, padding=True, truncation=True, max_length=max_len, return_tensors="pt"
+                )
                 with torch.inference_mode():
                     hidden = self.model(**batch).last_hidden_state.float().numpy()  # (N, L, dim)
                 for t, h, m in zip(todo, hidden, batch["attention_mask"].numpy().astype(bool)):
@@ -86,6 +92,8 @@ class InstructionEncoder:
 
             self._backend = text.get_encoder()
 
-    def encode(self, texts: Sequence[str], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, texts: Sequence[str], device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, mask = self._backend.encode_tokens(list(texts), self.config.max_len)
         return torch.from_numpy(tokens).to(device), torch.from_numpy(mask).to(device)

@@ -38,7 +38,8 @@ from torch import nn
 class VLMConfig:
     path: str | None = None  # a local Qwen checkpoint directory; None builds the tiny config below
     hidden_size: int = 128  # tiny Qwen3.5 width (Qwen3.5-9B: 4096)
-    num_layers: int = 4  # every 4th layer full attention, the rest gated delta nets (Qwen3.5 pattern)
+    # Every 4th layer full attention, the rest gated delta nets (Qwen3.5's pattern).
+    num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2  # grouped-query attention as in Qwen3.5
     head_dim: int = 32
@@ -52,9 +53,13 @@ class VLMConfig:
 
     def __post_init__(self) -> None:
         if self.num_states < 1:
-            raise ValueError(f"VLMConfig: need at least one staircase state, got num_states={self.num_states}")
+            raise ValueError(
+                f"VLMConfig: need at least one staircase state, got num_states={self.num_states}"
+            )
         if self.path is None and self.hidden_size != self.num_heads * self.head_dim:
-            raise ValueError("VLMConfig: hidden_size must equal num_heads * head_dim for the tiny config")
+            raise ValueError(
+                "VLMConfig: hidden_size must equal num_heads * head_dim for the tiny config"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +109,9 @@ def _qwen_config(path: str):
         raise FileNotFoundError(f"VLM checkpoint {p} has no config.json")
     hf_cfg = AutoConfig.from_pretrained(p, local_files_only=True)
     if not hf_cfg.model_type.startswith("qwen"):
-        raise ValueError(f"VLM checkpoint {p} is a {hf_cfg.model_type!r} model, expected a Qwen one")
+        raise ValueError(
+            f"VLM checkpoint {p} is a {hf_cfg.model_type!r} model, expected a Qwen one"
+        )
     return hf_cfg
 
 
@@ -139,7 +146,9 @@ def _differentiable_cache(decoder: nn.Module):
             # Recording the past makes the conv state grow by concatenation (no in-place copy_).
             self.record_past = True
 
-        def update_recurrent_state(self, recurrent_states: torch.Tensor, state_idx: int = 0, **kwargs) -> torch.Tensor:
+        def update_recurrent_state(
+            self, recurrent_states: torch.Tensor, state_idx: int = 0, **kwargs
+        ) -> torch.Tensor:
             if not self.is_recurrent_states_initialized[state_idx]:
                 self.lazy_initialization(recurrent_states=recurrent_states, state_idx=state_idx)
             self.recurrent_states[state_idx] = recurrent_states
@@ -150,7 +159,9 @@ def _differentiable_cache(decoder: nn.Module):
     if any(isinstance(layer, LinearAttentionLayer) for layer in cache.layers):
         _, kwargs = get_layer_types_and_kwargs(config.get_text_config(decoder=True))
         cache.layers = [
-            _RebindingLinearAttentionLayer(**kw) if isinstance(layer, LinearAttentionLayer) else layer
+            _RebindingLinearAttentionLayer(**kw)
+            if isinstance(layer, LinearAttentionLayer)
+            else layer
             for layer, kw in zip(cache.layers, kwargs)
         ]
     return cache
@@ -178,11 +189,18 @@ class StaircaseVLM(nn.Module):
         p = config.visual_patch
         # Visual tokens: 2x2 latent patches of each view's current frame -> VLM embedding space.
         self.visual_proj = nn.Sequential(
-            nn.Linear(latent_channels * p * p, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, hidden)
+            nn.Linear(latent_channels * p * p, hidden),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(hidden, hidden),
         )
         self.view_embedding = nn.Parameter(torch.randn(num_views, hidden) * 0.02)
-        self.eos_id = self.tokenizer.sep_token_id if self.tokenizer.sep_token_id is not None else self.tokenizer.eos_token_id
-        self.bos_id = self.tokenizer.cls_token_id  # WordPiece captions start with [CLS]; None for Qwen BPE
+        self.eos_id = (
+            self.tokenizer.sep_token_id
+            if self.tokenizer.sep_token_id is not None
+            else self.tokenizer.eos_token_id
+        )
+        # WordPiece captions start with [CLS]; None for Qwen BPE
+        self.bos_id = self.tokenizer.cls_token_id
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -191,11 +209,15 @@ class StaircaseVLM(nn.Module):
         b, v, c, h, w = obs_latents.shape
         p = self.config.visual_patch
         x = obs_latents.reshape(b, v, c, h // p, p, w // p, p)
-        x = x.permute(0, 1, 3, 5, 2, 4, 6).reshape(b, v, (h // p) * (w // p), c * p * p)  # (B, V, N, C*p*p)
+        x = x.permute(0, 1, 3, 5, 2, 4, 6).reshape(
+            b, v, (h // p) * (w // p), c * p * p
+        )  # (B, V, N, C*p*p)
         x = self.visual_proj(x) + self.view_embedding[:v, None, :]  # (B, V, N, hidden)
         return x.reshape(b, v * x.shape[2], -1)
 
-    def _tokenize(self, texts: Sequence[str], max_len: int, left_pad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _tokenize(
+        self, texts: Sequence[str], max_len: int, left_pad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         self.tokenizer.padding_side = "left" if left_pad else "right"
         enc = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
@@ -218,9 +240,15 @@ class StaircaseVLM(nn.Module):
 
     # ---- staircase --------------------------------------------------------------------------
 
-    def _step(self, embeds: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+    def _step(
+        self, embeds: torch.Tensor, attn: torch.Tensor, positions: torch.Tensor, cache
+    ) -> torch.Tensor:
         out = self.decoder(
-            inputs_embeds=embeds, attention_mask=attn, position_ids=positions, past_key_values=cache, use_cache=True
+            inputs_embeds=embeds,
+            attention_mask=attn,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
         )
         return out.last_hidden_state
 
@@ -237,15 +265,21 @@ class StaircaseVLM(nn.Module):
         greedy next-event text.
         """
         if len(instructions) != obs_latents.shape[0]:
-            raise ValueError(f"{len(instructions)} instructions for a batch of {obs_latents.shape[0]}")
+            raise ValueError(
+                f"{len(instructions)} instructions for a batch of {obs_latents.shape[0]}"
+            )
         device = obs_latents.device
         embed = self.decoder.get_input_embeddings()
         ids, mask = self._tokenize(instructions, self.config.max_instruction_tokens, left_pad=True)
         ids, mask = ids.to(device), mask.to(device)
         vis = self.visual_tokens(obs_latents)  # (B, Nv, hidden)
-        x = torch.cat([embed(ids), vis], dim=1)  # (B, L + Nv, hidden); left padding keeps the end aligned
+        x = torch.cat(
+            [embed(ids), vis], dim=1
+        )  # (B, L + Nv, hidden); left padding keeps the end aligned
         attn = torch.cat([mask, torch.ones(vis.shape[:2], dtype=mask.dtype, device=device)], dim=1)
-        positions = (attn.cumsum(1) - 1).clamp_min(0)  # pads share position 0; real tokens count from 0
+        positions = (attn.cumsum(1) - 1).clamp_min(
+            0
+        )  # pads share position 0; real tokens count from 0
         next_pos = positions[:, -1:] + 1  # (B, 1)
 
         cache = _differentiable_cache(self.decoder)
@@ -275,7 +309,9 @@ class StaircaseVLM(nn.Module):
         tgt, tmask = self._caption_targets(captions)
         tgt, tmask = tgt.to(device), tmask.to(device)
         n = tgt.shape[1]
-        inp = torch.cat([last, self.decoder.get_input_embeddings()(tgt[:, :-1])], dim=1)  # (B, n, hidden)
+        inp = torch.cat(
+            [last, self.decoder.get_input_embeddings()(tgt[:, :-1])], dim=1
+        )  # (B, n, hidden)
         attn = torch.cat([attn, torch.ones_like(tgt)], dim=1)
         positions = next_pos + torch.arange(n, device=device)[None]
         hid = self._step(inp, attn, positions, cache)  # (B, n, hidden)

@@ -12,10 +12,17 @@ the channel first drops below 0.
 Two inference paths:
 - `imagine_stream` / `imagine`: joint denoising of video latents and actions, then VAE
   decoding: what the studio shows.
-- `predict_actions`: the action-only fast path. Video never attends to actions, so with the
-  future video left at t = 1 (pure noise, only the observation informative) the video tower
-  runs once, its per-layer keys/values are reused by every action step, and no video is
-  decoded. Training puts a share of samples at t_video = 1 so this path is in distribution.
+- `predict_actions`: the action-only fast path. Video never attends to actions, so the video
+  tower runs once over the observation's latent frame alone (the future frames would be pure
+  noise at t = 1 and carry nothing), its per-layer keys/values are reused by every action
+  step, and no video is decoded. Training runs a share of its steps in exactly this layout
+  (`forward(..., action_only=True)`) so this path is in distribution; those steps cost a
+  fraction of a joint step, since the video tokens shrink to one latent frame.
+
+Actions are predicted relative to the current state (`ModelConfig.relative_actions`, as
+openpi's delta-action transform): position and orientation as offsets from the state the chunk
+starts in, the gripper absolute. The model's output is turned back into absolute
+`ee_pose_abs` targets before anything leaves it, so callers never see the difference.
 
 Training objective (`forward`): rectified flow (backend.model.flow) on video latents (latent
 frames after the observation, masked where the clip is padding) and actions (7 channels
@@ -26,6 +33,7 @@ guidance has an unconditional branch.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,7 +73,8 @@ class Objective:
     """Knobs of the training loss."""
 
     uncond_prob: float = 0.1  # instruction dropped -> unconditional branch for guidance
-    video_noise_prob: float = 0.1  # t_video = 1: keeps the action-only path in distribution
+    # Share of training steps in the action-only layout (what closed-loop control runs).
+    video_noise_prob: float = 0.5
     video_weight: float = 1.0
     action_weight: float = 1.0
     caption_weight: float = 0.1  # VLM next-event text (unified mode)
@@ -95,7 +104,8 @@ class Imagination:
     chunk: np.ndarray  # (H, 7) every denoised step, including those after the event ends
     validity: np.ndarray  # (H,) validity channel; executed up to its first value below 0
     length: int
-    video: dict[str, np.ndarray] | None  # cam -> (length + 1, H, W, 3) uint8; None on the action-only path
+    # cam -> (length + 1, H, W, 3) uint8; None on the action-only path
+    video: dict[str, np.ndarray] | None
     proposed_event: str | None = None  # unified mode: the VLM's next-event text
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
@@ -117,14 +127,41 @@ def check_instruction(instruction: str, mode: str) -> str:
 
 def _calib_key(cams: Sequence[CameraCalib]) -> bytes:
     return b"".join(
-        np.ascontiguousarray(c.K, np.float64).tobytes() + np.ascontiguousarray(c.T_world_cam, np.float64).tobytes()
+        np.ascontiguousarray(c.K, np.float64).tobytes()
+        + np.ascontiguousarray(c.T_world_cam, np.float64).tobytes()
         + f"{c.width}x{c.height}".encode()
         for c in cams
     )
 
 
+def to_model_actions(actions: torch.Tensor, state: torch.Tensor, relative: bool) -> torch.Tensor:
+    """Absolute ee_pose_abs actions (B, H, 7) -> what the model predicts, given the state (B, 7).
+
+    Relative: xyz and roll/pitch/yaw as offsets from the state (angles wrapped to [-pi, pi)),
+    the gripper absolute (it is a command, not a pose).
+    """
+    if not relative:
+        return actions
+    delta = actions[..., :6] - state[:, None, :6]
+    delta = torch.cat(
+        [delta[..., :3], torch.remainder(delta[..., 3:6] + math.pi, 2 * math.pi) - math.pi], dim=-1
+    )
+    return torch.cat([delta, actions[..., 6:]], dim=-1)
+
+
+def from_model_actions(x: torch.Tensor, state: torch.Tensor, relative: bool) -> torch.Tensor:
+    """Inverse of `to_model_actions`: model actions (B, H, 7) + state (B, 7) -> absolute actions."""
+    if not relative:
+        return x
+    return torch.cat([x[..., :6] + state[:, None, :6], x[..., 6:]], dim=-1)
+
+
 class WorldActionModel(nn.Module):
-    """VAE + denoiser + staircase VLM, with the normaliser and camera set it was trained with."""
+    """VAE + denoiser + staircase VLM, with the normaliser and camera set it was trained with.
+
+    `stage` is the last training stage of the weights (None for a model being built): unified
+    mode needs a `unified`-stage model, since only that stage trains the VLM.
+    """
 
     def __init__(
         self,
@@ -132,17 +169,23 @@ class WorldActionModel(nn.Module):
         normalizer: Normalizer | None = None,
         cameras: Mapping[str, CameraCalib] | None = None,
         recipe: str = "event",
+        stage: str | None = None,
     ) -> None:
         super().__init__()
         self.vlm = StaircaseVLM(config.vlm, config.vae.z_dim, config.denoiser.num_views)
         if self.vlm.hidden_size != config.denoiser.extra_context_dim:
-            config = config.with_vlm_width(self.vlm.hidden_size)  # a VLM loaded by path sets the width
+            config = config.with_vlm_width(
+                self.vlm.hidden_size
+            )  # a VLM loaded by path sets the width
         self.config = config
         self.vae = VideoVAE(config.vae)
         self.denoiser = WorldActionDenoiser(config.denoiser)
         self.normalizer = normalizer or Normalizer.identity()
-        self.cameras: dict[str, CameraCalib] = dict(cameras or {})  # training camera set, view order
+        self.cameras: dict[str, CameraCalib] = dict(
+            cameras or {}
+        )  # training camera set, view order
         self.recipe = recipe
+        self.stage = stage
         self._text: InstructionEncoder | None = None
         self._masks: OrderedDict = OrderedDict()
 
@@ -161,7 +204,9 @@ class WorldActionModel(nn.Module):
             cameras = {n: CameraCalib.from_dict(n, d) for n, d in cfg.get("cameras", {}).items()}
         except (KeyError, TypeError) as e:
             raise ValueError(f"checkpoint file {path / 'config.json'} is incomplete: {e!r}") from e
-        model = cls(config, normalizer, cameras, recipe=cfg.get("recipe", "event"))
+        model = cls(
+            config, normalizer, cameras, recipe=cfg.get("recipe", "event"), stage=cfg.get("stage")
+        )
         weights = path / EMA_FILE if use_ema and (path / EMA_FILE).exists() else path / MODEL_FILE
         load_weights(model, weights)
         return model.eval()
@@ -205,7 +250,13 @@ class WorldActionModel(nn.Module):
         x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()  # (N, 3, H, W)
         mode = "area" if x.shape[-1] >= size and x.shape[-2] >= size else "bilinear"
         x = F.interpolate(x, size=(size, size), mode=mode)
-        return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).reshape(*lead, size, size, 3)
+        return (
+            x.round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+            .permute(0, 2, 3, 1)
+            .reshape(*lead, size, size, 3)
+        )
 
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B, V, T, H, W, 3) -> standardised latents (B, V, C, 1 + (T-1)//4, h, w)."""
@@ -214,7 +265,9 @@ class WorldActionModel(nn.Module):
         z = self.vae.encode(x.flatten(0, 1))  # (B*V, C, F, h, w)
         return z.unflatten(0, (b, v))
 
-    def view_mask(self, cameras: Sequence[Mapping[str, CameraCalib]] | None, frames: int, views: int):
+    def view_mask(
+        self, cameras: Sequence[Mapping[str, CameraCalib]] | None, frames: int, views: int
+    ):
         """Sight-cone mask for a batch whose samples have these calibrations (None: full attention)."""
         from backend.model.sight_cone import build_attention_mask, sight_cone_mask
 
@@ -231,7 +284,9 @@ class WorldActionModel(nn.Module):
         gw = cfg.latent_size // cfg.denoiser.patch_size[2]
 
         def patch_mask(cams: tuple[CameraCalib, ...]) -> np.ndarray:
-            return sight_cone_mask(cams, (gh, gw), cfg.cone_d_min, cfg.cone_d_max, cfg.workspace_min, cfg.workspace_max)
+            return sight_cone_mask(
+                cams, (gh, gw), cfg.cone_d_min, cfg.cone_d_max, cfg.workspace_min, cfg.workspace_max
+            )
 
         if len(set(keys)) == 1:
             pm = patch_mask(per_sample[0])  # (P, P), shared by the batch
@@ -251,15 +306,20 @@ class WorldActionModel(nn.Module):
         objective: str,
         latents: torch.Tensor | None = None,
         loss_config: Objective | None = None,
+        action_only: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Training losses of a collated batch (backend.data.samples.collate); key "loss" is the total.
 
-        `latents` (B, V, C, F, h, w): precomputed (frozen-VAE) latents of `batch["video"]`.
+        `latents` (B, V, C, F, h, w): precomputed (frozen-VAE) latents of `batch["video"]`; with
+        `action_only` only the observation's latent frame is used (F may be 1) and the step trains
+        the action-only layout: video tokens of that frame alone, no video loss.
         """
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
         if objective == "vae":
-            video = frames_to_video(self._resize(batch["video"]).to(self.device))  # (B, V, 3, T, H, W)
+            video = frames_to_video(
+                self._resize(batch["video"]).to(self.device)
+            )  # (B, V, 3, T, H, W)
             return self.vae.loss(video.flatten(0, 1))
         oc = loss_config or Objective()
         dev = self.device
@@ -270,19 +330,27 @@ class WorldActionModel(nn.Module):
         if objective == "unified":
             horizon = min(horizon, self.config.h_unified)  # fixed chunks: crop longer samples
         if horizon % 4:
-            raise ValueError(f"chunks must span whole latent frames (a multiple of 4 steps), got H={horizon}")
-        actions, valid, video_valid = actions[:, :horizon], valid[:, :horizon], video_valid[:, : horizon + 1]
-        n_lat = latent_frames(horizon + 1)
+            raise ValueError(
+                f"chunks must span whole latent frames (a multiple of 4 steps), got H={horizon}"
+            )
+        actions, valid, video_valid = (
+            actions[:, :horizon],
+            valid[:, :horizon],
+            video_valid[:, : horizon + 1],
+        )
+        n_lat = 1 if action_only else latent_frames(horizon + 1)
         if latents is None:
-            latents = self.encode_video(batch["video"][:, :, : horizon + 1])
+            latents = self.encode_video(batch["video"][:, :, : 1 if action_only else horizon + 1])
         latents = latents[:, :, :, :n_lat].to(dev)  # (B, V, C, F, h, w)
         B, V = latents.shape[:2]
 
         obs = latents[:, :, :, :1]  # (B, V, C, 1, h, w) the current observation
         cond = i2v_condition(obs, n_lat)
         validity = torch.where(valid, 1.0, -1.0)[..., None]  # (B, H, 1)
-        a0 = torch.cat([self.normalizer.normalize_action(actions.float()), validity], dim=-1)  # (B, H, 8)
-        state = self.normalizer.normalize_state(batch["state"].to(dev).float())
+        state_abs = batch["state"].to(dev).float()  # (B, 7)
+        rel = to_model_actions(actions.float(), state_abs, self.config.relative_actions)
+        a0 = torch.cat([self.normalizer.normalize_action(rel), validity], dim=-1)  # (B, H, 8)
+        state = self.normalizer.normalize_state(state_abs)
 
         texts = batch["caption"] if objective == "event" else batch["task"]
         ctx, ctx_mask = self.encode_text(texts)
@@ -299,22 +367,38 @@ class WorldActionModel(nn.Module):
             if out.caption_loss is not None:
                 losses["caption"] = out.caption_loss
 
-        t_v = sample_timesteps(B, dev)
+        t_v = torch.ones(B, device=dev) if action_only else sample_timesteps(B, dev)
         t_a = sample_timesteps(B, dev)
-        t_v = torch.where(torch.rand(B, device=dev) < oc.video_noise_prob, torch.ones_like(t_v), t_v)
         nv, na = torch.randn_like(latents), torch.randn_like(a0)
         xv, xa = add_noise(latents, nv, t_v), add_noise(a0, na, t_a)
         vmask = self.view_mask(batch.get("cameras"), n_lat, V)
-        pv, pa = self.denoiser(xv, xa, t_v, t_a, ctx, ctx_mask, state, cond, vmask, extra)
+        pv, pa = self.denoiser(
+            xv,
+            xa,
+            t_v,
+            t_a,
+            ctx,
+            ctx_mask,
+            state,
+            cond,
+            vmask,
+            extra,
+            compute_video=not action_only,
+        )
 
-        # Latent frame f >= 1 stands for frames 4f-3 .. 4f; it counts when its first frame is real.
-        lat_valid = video_valid[:, [0, *range(1, horizon + 1, 4)]].clone()  # (B, F)
-        lat_valid[:, 0] = False  # the observation is given, not predicted
-        losses["video"] = flow_loss(pv, velocity_target(latents, nv), lat_valid[:, None, None, :, None, None])
+        if not action_only:
+            # Latent frame f >= 1 stands for frames 4f-3 .. 4f; it counts when its first frame is real.
+            lat_valid = video_valid[:, [0, *range(1, horizon + 1, 4)]].clone()  # (B, F)
+            lat_valid[:, 0] = False  # the observation is given, not predicted
+            losses["video"] = flow_loss(
+                pv, velocity_target(latents, nv), lat_valid[:, None, None, :, None, None]
+            )
         tgt = velocity_target(a0, na)
         losses["action"] = flow_loss(pa[..., :ACTION_DIM], tgt[..., :ACTION_DIM], valid[..., None])
         losses["validity"] = flow_loss(pa[..., ACTION_DIM:], tgt[..., ACTION_DIM:])
-        total = oc.video_weight * losses["video"] + oc.action_weight * (losses["action"] + losses["validity"])
+        total = oc.action_weight * (losses["action"] + losses["validity"])
+        if "video" in losses:
+            total = total + oc.video_weight * losses["video"]
         if "caption" in losses:
             total = total + oc.caption_weight * losses["caption"]
         losses["loss"] = total
@@ -322,14 +406,20 @@ class WorldActionModel(nn.Module):
 
     # ---- inference --------------------------------------------------------------------------
 
-    def _observation(self, obs: Observation) -> tuple[torch.Tensor, torch.Tensor, dict[str, CameraCalib]]:
+    def _observation(
+        self, obs: Observation
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, CameraCalib]]:
         """images (1, V, 1, H, W, 3) uint8, state (1, 7), calibrations in view order."""
         names = list(self.cameras) or list(obs.images)
         missing = [n for n in names if n not in obs.images]
         if missing:
-            raise ValueError(f"observation lacks cameras {missing}; the model was trained on {names}")
+            raise ValueError(
+                f"observation lacks cameras {missing}; the model was trained on {names}"
+            )
         if len(names) > self.config.denoiser.num_views:
-            raise ValueError(f"{len(names)} cameras, the model takes at most {self.config.denoiser.num_views}")
+            raise ValueError(
+                f"{len(names)} cameras, the model takes at most {self.config.denoiser.num_views}"
+            )
         imgs = []
         for n in names:
             im = np.asarray(obs.images[n])
@@ -345,16 +435,24 @@ class WorldActionModel(nn.Module):
         cams = {n: given.get(n) or self.cameras.get(n) for n in names}
         cams = {n: c for n, c in cams.items() if c is not None}
         images = torch.stack(imgs)[None, :, None]  # (1, V, 1, H, W, 3)
-        s = self.normalizer.normalize_state(torch.from_numpy(state)[None].to(self.device))
-        return images, s, cams
+        return images, torch.from_numpy(state)[None].to(self.device), cams
 
-    def _prepare(self, obs: Observation, instruction: str, mode: str, guidance: float, horizon: int):
+    def _prepare(
+        self,
+        obs: Observation,
+        instruction: str,
+        mode: str,
+        guidance: float,
+        horizon: int,
+        action_only: bool = False,
+    ):
         """Everything both inference paths share, in the CFG batch layout [cond; uncond]."""
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        images, state, cams = self._observation(obs)
+        images, state_abs, cams = self._observation(obs)
+        state = self.normalizer.normalize_state(state_abs)
         obs_lat = self.encode_video(images)  # (1, V, C, 1, h, w)
-        n_lat = latent_frames(horizon + 1)
+        n_lat = 1 if action_only else latent_frames(horizon + 1)
         cond = i2v_condition(obs_lat, n_lat)
         ctx, ctx_mask = self.encode_text([instruction])
         timings["encode_s"] = time.perf_counter() - t0
@@ -369,31 +467,77 @@ class WorldActionModel(nn.Module):
             cond, state = cond.repeat(2, 1, 1, 1, 1, 1), state.repeat(2, 1)
             ctx, ctx_mask = ctx.repeat(2, 1, 1), torch.cat([ctx_mask, torch.zeros_like(ctx_mask)])
             extra = extra.repeat(2, 1, 1) if extra is not None else None
-        vmask = self.view_mask([cams], n_lat, obs_lat.shape[1]) if len(cams) == obs_lat.shape[1] else None
-        return dict(obs_lat=obs_lat, cond=cond, state=state, ctx=ctx, ctx_mask=ctx_mask, extra=extra,
-                    vmask=vmask, proposal=proposal, timings=timings, use_cfg=use_cfg, cams=cams)
+        vmask = (
+            self.view_mask([cams], n_lat, obs_lat.shape[1])
+            if len(cams) == obs_lat.shape[1]
+            else None
+        )
+        return dict(
+            obs_lat=obs_lat,
+            cond=cond,
+            state=state,
+            state_abs=state_abs,
+            ctx=ctx,
+            ctx_mask=ctx_mask,
+            extra=extra,
+            vmask=vmask,
+            proposal=proposal,
+            timings=timings,
+            use_cfg=use_cfg,
+            cams=cams,
+        )
 
-    def _resolve(self, instruction: str, mode: str, steps: int | None, guidance: float | None,
-                 horizon: int | None) -> tuple[str, int, float, int]:
+    def _resolve(
+        self,
+        instruction: str,
+        mode: str,
+        steps: int | None,
+        guidance: float | None,
+        horizon: int | None,
+    ) -> tuple[str, int, float, int]:
         instruction = check_instruction(instruction, mode)
+        if mode == "unified" and self.stage not in (None, "unified"):
+            raise ValueError(
+                f"unified mode needs a model trained through the 'unified' stage (its VLM); this one "
+                f"stopped at stage {self.stage!r}: use event mode, or train --stage unified --init it"
+            )
         steps = int(steps or self.config.sampling_steps)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         guidance = float(self.config.guidance_scale if guidance is None else guidance)
         horizon = int(horizon or self.default_horizon(mode))
         if horizon % 4 or not 4 <= horizon <= self.config.h_max:
-            raise ValueError(f"horizon must be a multiple of 4 in [4, {self.config.h_max}], got {horizon}")
+            raise ValueError(
+                f"horizon must be a multiple of 4 in [4, {self.config.h_max}], got {horizon}"
+            )
         return instruction, steps, guidance, horizon
 
     def _finish(self, xa: torch.Tensor, mode: str, instruction: str, p: dict) -> Imagination:
-        a = xa[0].float()  # (H, 8)
-        chunk = self.normalizer.unnormalize_action(a[:, :ACTION_DIM]).cpu().numpy().astype(np.float32)
-        validity = a[:, ACTION_DIM].cpu().numpy().astype(np.float32)
+        a = xa[:1].float()  # (1, H, 8)
+        actions = self.normalizer.unnormalize_action(a[..., :ACTION_DIM])
+        chunk = (
+            from_model_actions(actions, p["state_abs"], self.config.relative_actions)[0]
+            .cpu()
+            .numpy()
+        )
+        validity = a[0, :, ACTION_DIM].cpu().numpy().astype(np.float32)
         length = len(validity) if mode == "unified" else chunk_length(validity)
-        return Imagination(mode, instruction, chunk[:length], chunk, validity, length, None,
-                           p["proposal"], p["timings"])
+        chunk = chunk.astype(np.float32)
+        return Imagination(
+            mode,
+            instruction,
+            chunk[:length],
+            chunk,
+            validity,
+            length,
+            None,
+            p["proposal"],
+            p["timings"],
+        )
 
-    def _initial_noise(self, obs_lat: torch.Tensor, horizon: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _initial_noise(
+        self, obs_lat: torch.Tensor, horizon: int, seed: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Seeded noise for the future latents (1, V, C, F, h, w) and the chunk (1, horizon, 8).
 
         Full imagination and the action-only path draw it the same way, so for a given seed both
@@ -430,7 +574,9 @@ class WorldActionModel(nn.Module):
         then {"type": "final", "result": Imagination}. The video covers the chunk's steps, or
         the whole horizon with `full_video` (also what is imagined past the event's end).
         """
-        instruction, steps, guidance, horizon = self._resolve(instruction, mode, steps, guidance, horizon)
+        instruction, steps, guidance, horizon = self._resolve(
+            instruction, mode, steps, guidance, horizon
+        )
         t_start = time.perf_counter()
         p = self._prepare(obs, instruction, mode, guidance, horizon)
         obs_lat, use_cfg = p["obs_lat"], p["use_cfg"]
@@ -440,13 +586,30 @@ class WorldActionModel(nn.Module):
         t1 = time.perf_counter()
         for i in range(steps):
             t = torch.full((rep,), ts[i], device=self.device)
-            vv, va = self.denoiser(xv.repeat(rep, 1, 1, 1, 1, 1), xa.repeat(rep, 1, 1), t, t, p["ctx"],
-                                   p["ctx_mask"], p["state"], p["cond"], p["vmask"], p["extra"])
+            vv, va = self.denoiser(
+                xv.repeat(rep, 1, 1, 1, 1, 1),
+                xa.repeat(rep, 1, 1),
+                t,
+                t,
+                p["ctx"],
+                p["ctx_mask"],
+                p["state"],
+                p["cond"],
+                p["vmask"],
+                p["extra"],
+            )
             vv, va = self._split(vv, guidance, use_cfg), self._split(va, guidance, use_cfg)
             preview = self._finish(predict_x0(xa, va, t[:1]), mode, instruction, p)
             x0v = predict_x0(xv, vv, t[:1])  # (1, V, C, F, h, w) clean-latent estimate
-            msg = {"type": "preview", "step": i + 1, "steps": steps, "actions": preview.chunk,
-                   "validity": preview.validity, "latents": x0v, "obs_latents": obs_lat}
+            msg = {
+                "type": "preview",
+                "step": i + 1,
+                "steps": steps,
+                "actions": preview.chunk,
+                "validity": preview.validity,
+                "latents": x0v,
+                "obs_latents": obs_lat,
+            }
             if preview_every > 0 and (i + 1) % preview_every == 0 and i + 1 < steps:
                 msg["video"] = self._decode(x0v, obs_lat, p["cams"], preview.length)
             yield msg
@@ -454,18 +617,30 @@ class WorldActionModel(nn.Module):
         p["timings"]["denoise_s"] = time.perf_counter() - t1
         result = self._finish(xa, mode, instruction, p)
         t2 = time.perf_counter()
-        result.video = self._decode(xv, obs_lat, p["cams"], horizon if full_video else result.length)
+        result.video = self._decode(
+            xv, obs_lat, p["cams"], horizon if full_video else result.length
+        )
         result.timings["decode_s"] = time.perf_counter() - t2
         result.timings["total_s"] = time.perf_counter() - t_start
         yield {"type": "final", "result": result}
 
-    def _decode(self, xv: torch.Tensor, obs_lat: torch.Tensor, cams: Mapping, length: int) -> dict[str, np.ndarray]:
+    def _decode(
+        self, xv: torch.Tensor, obs_lat: torch.Tensor, cams: Mapping, length: int
+    ) -> dict[str, np.ndarray]:
         """Latents (1, V, C, F, h, w) -> cam -> (length + 1, H, W, 3) uint8; frame 0 is the observation."""
-        needed = latent_frames(length + 1) + (1 if length % 4 else 0)  # latent frames covering frames 0..length
+        needed = latent_frames(length + 1) + (
+            1 if length % 4 else 0
+        )  # latent frames covering frames 0..length
         z = torch.cat([obs_lat, xv[:, :, :, 1:needed]], dim=3)  # keep the clean observation latent
-        video = self.vae.decode(z.flatten(0, 1))  # (V, 3, T, H, W); causal, so a prefix decodes alone
+        video = self.vae.decode(
+            z.flatten(0, 1)
+        )  # (V, 3, T, H, W); causal, so a prefix decodes alone
         frames = video_to_frames(video).cpu().numpy()  # (V, T, H, W, 3)
-        names = list(cams) if len(cams) == frames.shape[0] else [f"view{i}" for i in range(frames.shape[0])]
+        names = (
+            list(cams)
+            if len(cams) == frames.shape[0]
+            else [f"view{i}" for i in range(frames.shape[0])]
+        )
         return {n: frames[i, : length + 1] for i, n in enumerate(names)}
 
     def imagine(self, obs: Observation, instruction: str, **kwargs) -> Imagination:
@@ -486,17 +661,27 @@ class WorldActionModel(nn.Module):
         guidance: float | None = None,
         horizon: int | None = None,
     ) -> Imagination:
-        """Action-only fast path: one video-tower pass at t_video = 1, actions denoised on its keys."""
-        instruction, steps, guidance, horizon = self._resolve(instruction, mode, steps, guidance, horizon)
+        """Action-only fast path: one video-tower pass over the observation frame, actions denoised on its keys."""
+        instruction, steps, guidance, horizon = self._resolve(
+            instruction, mode, steps, guidance, horizon
+        )
         t_start = time.perf_counter()
-        p = self._prepare(obs, instruction, mode, guidance, horizon)
+        p = self._prepare(obs, instruction, mode, guidance, horizon, action_only=True)
         use_cfg = p["use_cfg"]
         rep = 2 if use_cfg else 1
         xv, xa = self._initial_noise(p["obs_lat"], horizon, seed)
-        xv = xv.repeat(rep, 1, 1, 1, 1, 1)
+        xv = xv[:, :, :, :1].repeat(rep, 1, 1, 1, 1, 1)  # the observation's latent frame only
         t1 = time.perf_counter()
-        kv = self.denoiser.encode_video(xv, torch.ones(rep, device=self.device), p["ctx"], p["ctx_mask"],
-                                        p["cond"], p["vmask"], p["extra"], compute_video=False)
+        kv = self.denoiser.encode_video(
+            xv,
+            torch.ones(rep, device=self.device),
+            p["ctx"],
+            p["ctx_mask"],
+            p["cond"],
+            p["vmask"],
+            p["extra"],
+            compute_video=False,
+        )
         ts = sampling_schedule(steps, self.config.sampling_shift).tolist()
         for i in range(steps):
             t = torch.full((rep,), ts[i], device=self.device)

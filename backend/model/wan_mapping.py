@@ -59,7 +59,9 @@ _PARAMS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _compile(pairs_modules: tuple, pairs_params: tuple, reverse: bool) -> list[tuple[re.Pattern, str]]:
+def _compile(
+    pairs_modules: tuple, pairs_params: tuple, reverse: bool
+) -> list[tuple[re.Pattern, str]]:
     rules = []
     for src, dst in pairs_modules:
         if reverse:
@@ -166,7 +168,8 @@ def load_video_tower(
     problems += [f"unexpected {k}" for k in sorted(sd.keys() - own.keys())]
     problems += [
         f"shape of {k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(tower & sd.keys()) if tuple(sd[k].shape) != tuple(own[k].shape)
+        for k in sorted(tower & sd.keys())
+        if tuple(sd[k].shape) != tuple(own[k].shape)
     ]
     if problems:
         raise ValueError("video tower weights do not fit the denoiser:\n  " + "\n  ".join(problems))

@@ -9,32 +9,74 @@ import pytest
 from app.cli import main
 from backend.data.lerobot import EventDataset
 from backend.data.video import decode_frames, video_info
+from backend.model.presets import get_preset
+
+H = get_preset("tiny").h_max
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, Path]:
-    """A dataset of one sim episode and a checkpoint trained on it for one step."""
+    """A dataset of one sim episode and a checkpoint trained on it for one step (stage denoiser),
+    next to `unified/`: one more step of the unified stage from it."""
     from backend.data.lerobot import write_dataset
     from backend.train import CHECKPOINT_DIR, TrainConfig, train
     from robot.sim.experts import record_episode
 
     root = tmp_path_factory.mktemp("imagine")
     write_dataset(root / "ds", [record_episode("pick_place_bin", 0)])
-    train(TrainConfig(dataset=str(root / "ds"), out=str(root / "run"), steps=1, batch_size=1, threads=1,
-                      progress=False, balanced=False))
+    train(
+        TrainConfig(
+            dataset=str(root / "ds"),
+            out=str(root / "run"),
+            steps=1,
+            batch_size=1,
+            threads=1,
+            progress=False,
+            balanced=False,
+        )
+    )
+    train(
+        TrainConfig(
+            dataset=str(root / "ds"),
+            out=str(root / "run" / "unified"),
+            stage="unified",
+            steps=1,
+            batch_size=1,
+            threads=1,
+            progress=False,
+            init=str(root / "run" / CHECKPOINT_DIR),
+        )
+    )
     return root / "ds", root / "run" / CHECKPOINT_DIR
 
 
 def test_imagine_writes_videos_actions_and_timings(trained, tmp_path: Path, capsys) -> None:
     ds, ckpt = trained
     out = tmp_path / "event"
-    rc = main(["imagine", "--checkpoint", str(ckpt), "--dataset", str(ds), "--episode", "0", "--frame", "15",
-               "--event", "grasp", "--out", str(out), "--steps", "2"])
+    rc = main(
+        [
+            "imagine",
+            "--checkpoint",
+            str(ckpt),
+            "--dataset",
+            str(ds),
+            "--episode",
+            "0",
+            "--frame",
+            "15",
+            "--event",
+            "grasp",
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+        ]
+    )
     assert rc == 0
     assert "event mode" in capsys.readouterr().out
     report = json.loads((out / "result.json").read_text())
-    assert report["mode"] == "event" and report["instruction"] == "grasp" and report["horizon"] == 32
-    assert 1 <= report["length"] <= 32 and len(report["validity"]) == 32
+    assert report["mode"] == "event" and report["instruction"] == "grasp" and report["horizon"] == H
+    assert 1 <= report["length"] <= H and len(report["validity"]) == H
     assert {"encode_s", "denoise_s", "decode_s", "total_s"} <= set(report["timings"])
     for cam in ("front", "left", "right"):
         assert report["videos"][cam] == f"{cam}.mp4"
@@ -43,16 +85,33 @@ def test_imagine_writes_videos_actions_and_timings(trained, tmp_path: Path, caps
         frames = decode_frames(out / f"{cam}.mp4", np.arange(report["length"] + 1) / 10.0)
         assert frames.shape == (report["length"] + 1, 64, 64, 3)
     arrays = np.load(out / "actions.npz")
-    assert arrays["actions"].shape == (report["length"], 7) and arrays["chunk"].shape == (32, 7)
-    assert arrays["ground_truth"].shape == (32, 7)
-    assert json.loads((out / "actions.json").read_text())["validity"] == pytest.approx(report["validity"])
+    assert arrays["actions"].shape == (report["length"], 7) and arrays["chunk"].shape == (H, 7)
+    assert arrays["ground_truth"].shape == (H, 7)
+    assert json.loads((out / "actions.json").read_text())["validity"] == pytest.approx(
+        report["validity"]
+    )
 
 
-def test_imagine_unified_action_only(trained, tmp_path: Path) -> None:
+def test_imagine_unified_action_only(trained, tmp_path: Path, capsys) -> None:
     ds, ckpt = trained
     out = tmp_path / "unified"
-    rc = main(["imagine", "--checkpoint", str(ckpt), "--dataset", str(ds), "--frame", "0", "--mode", "unified",
-               "--out", str(out), "--steps", "2", "--action-only"])
+    args = [
+        "imagine",
+        "--dataset",
+        str(ds),
+        "--frame",
+        "0",
+        "--mode",
+        "unified",
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--action-only",
+    ]
+    assert main([*args, "--checkpoint", str(ckpt)]) == 2  # its VLM was never trained
+    assert "stopped at stage 'denoiser'" in capsys.readouterr().err
+    rc = main([*args, "--checkpoint", str(ckpt.parent / "unified" / "checkpoint")])
     assert rc == 0
     report = json.loads((out / "result.json").read_text())
     assert report["mode"] == "unified" and report["length"] == report["horizon"] == 16

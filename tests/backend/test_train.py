@@ -28,8 +28,15 @@ def dataset(tmp_path_factory) -> Path:
 
 
 def _cfg(dataset: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(dataset=str(dataset), out=str(out), batch_size=2, log_every=1, warmup_steps=2,
-                threads=1, progress=False, latent_cache=64)
+    base = dict(
+        dataset=str(dataset),
+        out=str(out),
+        batch_size=2,
+        log_every=1,
+        warmup_steps=2,
+        threads=1,
+        progress=False,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -39,7 +46,9 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["event", "fixed"])
-def test_two_steps_then_resume_equals_four_steps(dataset: Path, tmp_path: Path, recipe: str) -> None:
+def test_two_steps_then_resume_equals_four_steps(
+    dataset: Path, tmp_path: Path, recipe: str
+) -> None:
     first = train(_cfg(dataset, tmp_path / "a", recipe=recipe, steps=2))
     assert first["steps"] == 2 and read_config(tmp_path / "a" / CHECKPOINT_DIR)["step"] == 2
     resumed = train(_cfg(dataset, tmp_path / "a", recipe=recipe, steps=4, resume=True))
@@ -47,11 +56,18 @@ def test_two_steps_then_resume_equals_four_steps(dataset: Path, tmp_path: Path, 
     assert resumed["steps"] == straight["steps"] == 4
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a.keys() == b.keys()
-    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the uninterrupted one"
+    assert all(torch.equal(a[k], b[k]) for k in a), (
+        "resumed run diverged from the uninterrupted one"
+    )
     assert resumed["losses"] == straight["losses"]
     rows = list(iterate_log(tmp_path / "a" / LOG_FILE))
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert all({"loss", "video", "action", "validity", "lr", "samples_per_s"} <= set(r) for r in rows)
+    assert all(
+        {"loss", "action", "validity", "lr", "samples_per_s", "action_only"} <= set(r) for r in rows
+    )
+    # joint steps carry the video loss; action-only steps (the closed-loop layout) do not
+    assert {r["action_only"] for r in rows} == {True, False}
+    assert all(("video" in r) != r["action_only"] for r in rows)
     cfg = read_config(tmp_path / "a" / CHECKPOINT_DIR)
     assert cfg["recipe"] == recipe and cfg["stage"] == "denoiser" and cfg["preset"] == "tiny"
     assert set(cfg["cameras"]) == {"front", "left", "right"}
@@ -65,12 +81,24 @@ def test_vae_then_unified_stages_chain(dataset: Path, tmp_path: Path) -> None:
     assert set(vae["losses"]) == {"loss", "l1", "mse", "kl"}
     std = load_tensors(tmp_path / "vae" / CHECKPOINT_DIR / EMA_FILE)["vae.latents_std"]
     assert not torch.equal(std, torch.ones_like(std))  # latents standardised after the VAE stage
-    uni = train(_cfg(dataset, tmp_path / "uni", stage="unified", steps=1, init=str(tmp_path / "vae" / CHECKPOINT_DIR)))
+    uni = train(
+        _cfg(
+            dataset,
+            tmp_path / "uni",
+            stage="unified",
+            steps=1,
+            init=str(tmp_path / "vae" / CHECKPOINT_DIR),
+        )
+    )
     assert {"caption", "video", "action", "validity"} <= set(uni["losses"])
-    torch.testing.assert_close(_weights(tmp_path / "uni")["vae.latents_std"], std)  # frozen, carried over
+    torch.testing.assert_close(
+        _weights(tmp_path / "uni")["vae.latents_std"], std
+    )  # frozen, carried over
     uni2 = train(_cfg(dataset, tmp_path / "uni", stage="unified", steps=2, resume=True))
     assert uni2["steps"] == 2
-    with pytest.raises(ValueError, match="trained with stage 'unified', this run asks for 'denoiser'"):
+    with pytest.raises(
+        ValueError, match="trained with stage 'unified', this run asks for 'denoiser'"
+    ):
         train(_cfg(dataset, tmp_path / "uni", stage="denoiser", steps=3, resume=True))
 
 
@@ -102,9 +130,29 @@ def test_torchrun_two_processes(dataset: Path, tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": "egl"}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "app.cli", "train", "--dataset", str(dataset), "--out", str(out), "--steps", "2",
-        "--batch-size", "1", "--log-every", "1", "--threads", "1", "--no-progress", "--no-balance",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "app.cli",
+        "train",
+        "--dataset",
+        str(dataset),
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "1",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--no-balance",
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -1,0 +1,115 @@
+"""A persistent cache of frozen-VAE latents, so that training never encodes a frame twice.
+
+The denoiser trains on latents of a frozen autoencoder; encoding is the most expensive part
+of a training step on a CPU, and a run visits every sample many times. The store keeps two
+kinds of latents, standardised and in float16, on disk under one directory per (dataset,
+autoencoder) pair:
+
+    obs/<episode>.npy            (T, V, C, h, w)     every frame of an episode encoded alone
+    clip/<episode>_<start>_<H>.npy  (V, C, F, h, w)  a sample's whole clip of H + 1 frames
+
+The autoencoder is causal and encodes the first frame of any clip alone, so `obs` row t is
+exactly latent frame 0 of a clip that starts at t: the action-only training steps (and the
+closed-loop policy) need nothing else. Clips are encoded when a joint step first asks for
+them. Files are written atomically, so parallel ranks and interrupted runs never leave a
+half-written entry. Values are rounded to float16 before first use, so a run gives the same
+numbers whether it encoded a latent or read it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MANIFEST = "manifest.json"
+
+
+def vae_fingerprint(model) -> str:
+    """A hash of the autoencoder's weights and standardisation (what the latents depend on)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.vae.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(str(model.config.image_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+class LatentStore:
+    """Latents of one dataset under one autoencoder, on disk and in memory."""
+
+    def __init__(
+        self, root: str | Path, model, dataset_id: str, cameras: Sequence[str] | None = None
+    ) -> None:
+        self.model = model
+        self.cameras = list(cameras) if cameras is not None else None
+        key = hashlib.sha256(
+            f"{dataset_id}|{vae_fingerprint(model)}|{self.cameras}".encode()
+        ).hexdigest()[:16]
+        self.root = Path(root) / key
+        (self.root / "obs").mkdir(parents=True, exist_ok=True)
+        (self.root / "clip").mkdir(parents=True, exist_ok=True)
+        manifest = self.root / MANIFEST
+        if not manifest.exists():
+            tmp = manifest.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"dataset": dataset_id, "cameras": self.cameras}) + "\n")
+            os.replace(tmp, manifest)
+        self._obs: dict[int, np.ndarray] = {}
+        self._clips: dict[tuple[int, int, int], np.ndarray] = {}
+
+    @torch.no_grad()
+    def _encode(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 (B, V, T, H, W, 3) -> float16 standardised latents (B, V, C, F, h, w)."""
+        z = self.model.encode_video(torch.from_numpy(np.ascontiguousarray(frames)))
+        return z.to(torch.float16).cpu().numpy()
+
+    def obs(self, source, episode_index: int, t: int) -> np.ndarray:
+        """Latent (V, C, 1, h, w) of frame t of an episode, encoding the episode on first use."""
+        if episode_index not in self._obs:
+            path = self.root / "obs" / f"{episode_index:06d}.npy"
+            if path.exists():
+                self._obs[episode_index] = np.load(path)
+            else:
+                ep = source.episode(episode_index)
+                cams = self.cameras or list(ep.frames)
+                frames = np.stack([ep.frames[c] for c in cams], axis=1)[
+                    :, :, None
+                ]  # (T, V, 1, H, W, 3)
+                rows = [
+                    self._encode(frames[s : s + 32])[:, :, :, 0] for s in range(0, len(frames), 32)
+                ]
+                array = np.concatenate(rows)  # (T, V, C, h, w)
+                _save(path, array)
+                self._obs[episode_index] = array
+        return self._obs[episode_index][t][:, :, None]
+
+    def clips(self, samples: Sequence[dict], video_of) -> list[np.ndarray]:
+        """Latents (V, C, F, h, w) of each sample's clip; `video_of(sample)` gives its frames when missing."""
+        keys = [(int(s["episode_index"]), int(s["start"]), len(s["valid"])) for s in samples]
+        missing = []
+        for k, s in zip(keys, samples):
+            if k in self._clips:
+                continue
+            path = self.root / "clip" / "{:06d}_{:05d}_{:03d}.npy".format(*k)
+            if path.exists():
+                self._clips[k] = np.load(path)
+            elif k not in {m[0] for m in missing}:
+                missing.append((k, s))
+        if missing:
+            fresh = self._encode(np.stack([video_of(s) for _, s in missing]))
+            for (k, _), z in zip(missing, fresh):
+                _save(self.root / "clip" / "{:06d}_{:05d}_{:03d}.npy".format(*k), z)
+                self._clips[k] = z
+        return [self._clips[k] for k in keys]
