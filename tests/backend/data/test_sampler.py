@@ -8,9 +8,16 @@ import pytest
 from backend.data.sampler import ClusterBalancedSampler, cluster_probabilities, event_thumbnails
 from backend.data.samples import EventSamples
 
-COMMON = [f"press the {c} button" for c in ("red", "blue", "green")] + [
-    f"move above the {c} button" for c in ("red", "blue", "green")
-] + ["pick up the cube", "put the cube in the bin", "push the puck to the target", "stack the red cube on the blue cube"]
+COMMON = (
+    [f"press the {c} button" for c in ("red", "blue", "green")]
+    + [f"move above the {c} button" for c in ("red", "blue", "green")]
+    + [
+        "pick up the cube",
+        "put the cube in the bin",
+        "push the puck to the target",
+        "stack the red cube on the blue cube",
+    ]
+)
 RARE = ["insert the peg into the hole", "push the peg into the tight hole"]
 
 
@@ -23,7 +30,9 @@ def test_rare_cluster_drawn_at_least_3x_more_than_uniform():
     captions = [c for c in COMMON for _ in range(20)] + [r for r in RARE for _ in range(3)]
     is_rare = np.array([c in RARE for c in captions])
     uniform = is_rare.mean()  # 6 of 206 events: 2.9 %
-    sampler = ClusterBalancedSampler(captions, num_clusters=4, temperature=3.0, num_samples=20_000, seed=0)
+    sampler = ClusterBalancedSampler(
+        captions, num_clusters=4, temperature=3.0, num_samples=20_000, seed=0
+    )
     assert len(set(sampler.labels[is_rare])) == 1  # the peg events form one cluster...
     assert not (sampler.labels[~is_rare] == sampler.labels[is_rare][0]).any()  # ...of their own
     share = _draw_share(sampler, is_rare)
@@ -37,7 +46,9 @@ def test_rare_cluster_drawn_at_least_3x_more_than_uniform():
 
 def test_temperature_limits():
     labels = np.array([0] * 90 + [1] * 10)
-    np.testing.assert_allclose(cluster_probabilities(labels, 1.0), np.full(100, 0.01))  # uniform over events
+    np.testing.assert_allclose(
+        cluster_probabilities(labels, 1.0), np.full(100, 0.01)
+    )  # uniform over events
     p = cluster_probabilities(labels, float("inf"))  # uniform over clusters
     assert p[labels == 0].sum() == pytest.approx(0.5) and p[labels == 1].sum() == pytest.approx(0.5)
     p3 = cluster_probabilities(labels, 3.0)

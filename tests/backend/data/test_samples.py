@@ -25,7 +25,9 @@ def test_event_samples_cut_video_actions_caption_at_the_same_boundary(make_episo
     # video: frame 0 is the observation at the event start, through frame 19 (after the last action)
     for v, cam in enumerate(("front", "left", "right")):
         np.testing.assert_array_equal(s["video"][v, :13], ep.frames[cam][7:20])
-        np.testing.assert_array_equal(s["video"][v, 13:], np.repeat(ep.frames[cam][19:20], 20, axis=0))
+        np.testing.assert_array_equal(
+            s["video"][v, 13:], np.repeat(ep.frames[cam][19:20], 20, axis=0)
+        )
     np.testing.assert_array_equal(s["video_valid"], np.arange(33) <= 12)
     np.testing.assert_array_equal(s["state"], ep.states[7])
     assert set(s["cameras"]) == {"front", "left", "right"}
@@ -36,13 +38,20 @@ def test_last_event_has_no_frame_after_the_episode(make_episode):
     s = EventSamples([ep])[3]  # steps [24, 33): the episode ends with the event
     assert s["length"] == 9
     np.testing.assert_array_equal(s["video_valid"], np.arange(33) < 9)
-    np.testing.assert_array_equal(s["video"][0, 9:], np.repeat(ep.frames["front"][32:33], 24, axis=0))
+    np.testing.assert_array_equal(
+        s["video"][0, 9:], np.repeat(ep.frames["front"][32:33], 24, axis=0)
+    )
 
 
 def test_long_events_are_split_into_h_max_pieces(make_episode):
     ep = make_episode(0, lengths=(40, 5))
     samples = EventSamples([ep], h_max=16)
-    assert [(r.event_index, r.start, r.stop) for r in samples.refs] == [(0, 0, 16), (0, 16, 32), (0, 32, 40), (1, 40, 45)]
+    assert [(r.event_index, r.start, r.stop) for r in samples.refs] == [
+        (0, 0, 16),
+        (0, 16, 32),
+        (0, 32, 40),
+        (1, 40, 45),
+    ]
     assert samples[1]["valid"].all() and samples[1]["caption"] == ep.events[0].subtask
 
 
@@ -80,7 +89,12 @@ def test_samples_from_a_written_dataset_and_collate(tmp_path, make_episode):
     batch = collate([samples[i] for i in range(3)])
     assert tuple(batch["video"].shape) == (3, 2, 33, 64, 64, 3)
     assert tuple(batch["actions"].shape) == (3, 32, 7) and tuple(batch["valid"].shape) == (3, 32)
-    assert tuple(batch["K"].shape) == (3, 2, 3, 3) and tuple(batch["T_world_cam"].shape) == (3, 2, 4, 4)
+    assert tuple(batch["K"].shape) == (3, 2, 3, 3) and tuple(batch["T_world_cam"].shape) == (
+        3,
+        2,
+        4,
+        4,
+    )
     assert batch["caption"] == [samples[i]["caption"] for i in range(3)]
     assert batch["episode_index"].tolist() == [0, 0, 0]
 

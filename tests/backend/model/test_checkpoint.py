@@ -35,7 +35,13 @@ def test_round_trip_with_optimizer_and_rng(tmp_path) -> None:
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     net(torch.randn(3, 4)).sum().backward()
     opt.step()
-    _save(tmp_path / "ckpt", net, ema_state=net.state_dict(), optimizers=[opt], train_state={"step": 7})
+    _save(
+        tmp_path / "ckpt",
+        net,
+        ema_state=net.state_dict(),
+        optimizers=[opt],
+        train_state={"step": 7},
+    )
     expected_rand = torch.rand(3)
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == sorted(
         [CONFIG_FILE, MODEL_FILE, EMA_FILE, OPTIMIZER_FILE, "train_state.json"]
@@ -57,7 +63,9 @@ def test_round_trip_with_optimizer_and_rng(tmp_path) -> None:
 
 def test_wrong_shape_names_the_tensor(tmp_path) -> None:
     _save(tmp_path / "c", nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)))
-    with pytest.raises(ValueError, match=r"'0.weight' has shape \(16, 4\), the model expects \(8, 4\)"):
+    with pytest.raises(
+        ValueError, match=r"'0.weight' has shape \(16, 4\), the model expects \(8, 4\)"
+    ):
         load_weights(_net(), tmp_path / "c" / MODEL_FILE)
 
 
@@ -81,7 +89,9 @@ def test_corrupt_file_is_named(tmp_path, damage: str) -> None:
     _save(tmp_path / "c", _net())
     path = tmp_path / "c" / MODEL_FILE
     data = path.read_bytes()
-    path.write_bytes(b"\x00not a safetensors file" if damage == "garbage" else data[: len(data) // 2])
+    path.write_bytes(
+        b"\x00not a safetensors file" if damage == "garbage" else data[: len(data) // 2]
+    )
     with pytest.raises(ValueError, match=r"model.safetensors is corrupt or not a safetensors file"):
         load_weights(_net(), path)
 
@@ -133,8 +143,12 @@ def test_wan14b_on_the_meta_device() -> None:
         model = WorldActionModel(get_preset("wan14b"))
     n_video = video_tower_parameters(model.denoiser)
     assert 13.5e9 < n_video < 15.0e9, n_video  # Wan2.1-14B
-    assert model.vlm.hidden_size == 4096 and len(model.vlm.decoder.layers) == 32  # Qwen3.5-9B text stack
-    assert sum(p.numel() for p in model.vae.parameters()) == pytest.approx(127e6, rel=0.02)  # Wan2.1 VAE
+    assert (
+        model.vlm.hidden_size == 4096 and len(model.vlm.decoder.layers) == 32
+    )  # Qwen3.5-9B text stack
+    assert sum(p.numel() for p in model.vae.parameters()) == pytest.approx(
+        127e6, rel=0.02
+    )  # Wan2.1 VAE
     assert model.denoiser.patch_embedding.weight.is_meta
 
 
@@ -174,7 +188,10 @@ def test_model_with_a_different_config_names_the_mismatch(saved_model, tmp_path)
     cfg = json.loads((bad / CONFIG_FILE).read_text())
     cfg["model"]["denoiser"]["ffn_dim"] = 512
     (bad / CONFIG_FILE).write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match=r"'denoiser.blocks.0.ffn.0.weight' has shape \(768, 192\), the model expects \(512, 192\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"'denoiser.blocks.0.ffn.0.weight' has shape \(768, 192\), the model expects \(512, 192\)",
+    ):
         WorldActionModel.from_checkpoint(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         WorldActionModel.from_checkpoint(tmp_path / "nothing")

@@ -35,7 +35,8 @@ def batch(B=2, V=3, Fr=3, h=4, w=6, H=12, L=5):
     return dict(
         video=torch.randn(B, V, CFG.out_channels, Fr, h, w, generator=g),
         actions=torch.randn(B, H, CFG.action_dim, generator=g),
-        t_video=torch.rand(B, generator=g), t_action=torch.rand(B, generator=g),
+        t_video=torch.rand(B, generator=g),
+        t_action=torch.rand(B, generator=g),
         context=torch.randn(B, L, CFG.text_dim, generator=g),
         context_mask=torch.ones(B, L, dtype=torch.bool),
         state=torch.randn(B, CFG.state_dim, generator=g),
@@ -156,11 +157,18 @@ def test_i2v_condition_layout():
 def test_wan14b_on_meta_device():
     cfg = DENOISER_PRESETS["wan14b"]
     assert (cfg.dim, cfg.num_layers, cfg.num_attention_heads, cfg.ffn_dim, cfg.text_dim) == (
-        5120, 40, 40, 13824, 4096)
+        5120,
+        40,
+        40,
+        13824,
+        4096,
+    )
     with torch.device("meta"):
         net = WorldActionDenoiser(cfg)
     video, total = video_tower_parameters(net), count_parameters(net)
-    print(f"wan14b: video tower {video / 1e9:.2f}B, with action tower {total / 1e9:.2f}B parameters")
+    print(
+        f"wan14b: video tower {video / 1e9:.2f}B, with action tower {total / 1e9:.2f}B parameters"
+    )
     assert 13.5e9 < video < 14.5e9  # Wan2.1-14B (I2V input layout, without its CLIP branch)
     assert total < 1.1 * video  # the action tower is narrow
     with torch.device("meta"):

@@ -29,7 +29,7 @@ def rig(res: int = 64, extra=()):
 
 
 def blocks(mask: np.ndarray, v: int, P: int):
-    return [[mask[i * P:(i + 1) * P, j * P:(j + 1) * P] for j in range(v)] for i in range(v)]
+    return [[mask[i * P : (i + 1) * P, j * P : (j + 1) * P] for j in range(v)] for i in range(v)]
 
 
 @pytest.mark.parametrize("res", [64, 128])
@@ -56,11 +56,11 @@ def test_camera_looking_away_gets_no_cross_view_entries():
     away = ("away", (0.46, 0.0, 0.50), (2.0, 0.3, 0.9), 42.0)  # faces away from the table
     mask = sight_cone_mask(rig(64, [away]), (4, 4), D_MIN, D_MAX, WS_MIN, WS_MAX)
     P = 16
-    rows = mask[3 * P:, :3 * P]
-    cols = mask[:3 * P, 3 * P:]
+    rows = mask[3 * P :, : 3 * P]
+    cols = mask[: 3 * P, 3 * P :]
     assert not rows.any() and not cols.any()
-    assert mask[3 * P:, 3 * P:].all()  # it still attends within its own view
-    assert mask[:3 * P, :3 * P].sum() > 3 * P * P  # the others still see each other
+    assert mask[3 * P :, 3 * P :].all()  # it still attends within its own view
+    assert mask[: 3 * P, : 3 * P].sum() > 3 * P * P  # the others still see each other
 
 
 def test_sim_cameras():
@@ -131,11 +131,20 @@ def test_flex_equals_dense():
     B = 2
     video = torch.randn(B, 3, cfg.out_channels, F, 2 * g, 2 * g)
     cond = i2v_condition(torch.randn(B, 3, cfg.out_channels, 1, 2 * g, 2 * g), F)
-    args = (video, torch.randn(B, 16, 8), torch.rand(B), torch.rand(B), torch.randn(B, 5, cfg.text_dim),
-            None, torch.randn(B, 7))
+    args = (
+        video,
+        torch.randn(B, 16, 8),
+        torch.rand(B),
+        torch.rand(B),
+        torch.randn(B, 5, cfg.text_dim),
+        None,
+        torch.randn(B, 7),
+    )
     with torch.no_grad():
-        q, k, v = (torch.randn(B, cfg.num_attention_heads, vm.num_tokens, cfg.attention_head_dim)
-                   for _ in range(3))
+        q, k, v = (
+            torch.randn(B, cfg.num_attention_heads, vm.num_tokens, cfg.attention_head_dim)
+            for _ in range(3)
+        )
         a_flex = attention(q, k, v, vm.with_backend("flex"))
         a_dense = attention(q, k, v, vm.with_backend("dense"))
         assert (a_flex - a_dense).abs().max() < 1e-5

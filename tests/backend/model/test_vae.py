@@ -42,8 +42,14 @@ def test_first_latent_frame_is_the_first_frame_alone(vae: VideoVAE) -> None:
     assert not torch.allclose(whole[:, :, 1:], other[:, :, 1:])
 
 
-@pytest.mark.parametrize("shape, what", [((1, 3, 4, 16, 16), "1 + 4k"), ((1, 3, 5, 12, 16), "multiples of 8"),
-                                         ((1, 4, 5, 16, 16), "(B, 3, T, H, W)")])
+@pytest.mark.parametrize(
+    "shape, what",
+    [
+        ((1, 3, 4, 16, 16), "1 + 4k"),
+        ((1, 3, 5, 12, 16), "multiples of 8"),
+        ((1, 4, 5, 16, 16), "(B, 3, T, H, W)"),
+    ],
+)
 def test_bad_video_is_refused(vae: VideoVAE, shape: tuple, what: str) -> None:
     with pytest.raises(ValueError, match=re.escape(what)):
         vae.encode(torch.zeros(shape))
@@ -71,7 +77,9 @@ def test_loss_trains_and_calibration_standardises() -> None:
 
 
 def test_frame_conversion_round_trip() -> None:
-    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 5, 8, 8, 3), dtype=np.uint8))
+    frames = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (2, 5, 8, 8, 3), dtype=np.uint8)
+    )
     video = frames_to_video(frames)
     assert video.shape == (2, 3, 5, 8, 8) and video.min() >= -1 and video.max() <= 1
     assert torch.equal(video_to_frames(video), frames)

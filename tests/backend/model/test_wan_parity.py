@@ -52,7 +52,9 @@ def test_parity_with_diffusers(pair):
     assert kv.velocity.shape == (B, 1, CFG.out_channels, Fr, h, w)
     err = (kv.velocity[:, 0] - expected).abs().max().item()
     assert expected.abs().max() > 1.0  # a meaningful output, not zeros
-    print(f"video tower vs diffusers: max abs diff {err:.2e} (output max {expected.abs().max():.2f})")
+    print(
+        f"video tower vs diffusers: max abs diff {err:.2e} (output max {expected.abs().max():.2f})"
+    )
     assert err < 1e-4, err
 
 
@@ -75,12 +77,22 @@ def test_mapping_round_trip(pair):
 def test_original_wan_names():
     """Our names are the ones of Wan-Video/Wan2.1 wan/modules/model.py."""
     names = set(WorldActionDenoiser(CFG).state_dict())
-    for n in ("patch_embedding.weight", "text_embedding.0.weight", "text_embedding.2.bias",
-              "time_embedding.0.weight", "time_projection.1.weight",
-              "blocks.0.self_attn.q.weight", "blocks.0.self_attn.norm_k.weight",
-              "blocks.1.cross_attn.o.bias", "blocks.0.norm3.weight", "blocks.0.ffn.0.weight",
-              "blocks.0.ffn.2.weight", "blocks.0.modulation", "head.head.weight",
-              "head.modulation"):
+    for n in (
+        "patch_embedding.weight",
+        "text_embedding.0.weight",
+        "text_embedding.2.bias",
+        "time_embedding.0.weight",
+        "time_projection.1.weight",
+        "blocks.0.self_attn.q.weight",
+        "blocks.0.self_attn.norm_k.weight",
+        "blocks.1.cross_attn.o.bias",
+        "blocks.0.norm3.weight",
+        "blocks.0.ffn.0.weight",
+        "blocks.0.ffn.2.weight",
+        "blocks.0.modulation",
+        "head.head.weight",
+        "head.modulation",
+    ):
         assert n in names, n
 
 
@@ -120,7 +132,9 @@ def test_image_branch_of_i2v_checkpoint_is_skipped():
     sd = diffusers_to_wan(ref.state_dict())
     assert any(k.startswith("img_emb.") for k in sd) and "blocks.0.cross_attn.k_img.weight" in sd
     untouched = load_video_tower(WorldActionDenoiser(CFG), sd)
-    assert "view_embedding" in untouched and all(k.startswith(("view_", "action_")) for k in untouched)
+    assert "view_embedding" in untouched and all(
+        k.startswith(("view_", "action_")) for k in untouched
+    )
 
 
 def test_bench_item_a_runs_on_identical_weights():
