@@ -90,3 +90,19 @@ def test_config_is_validated() -> None:
         VAEConfig(temporal_downsample=(True, True, True))
     with pytest.raises(ValueError, match="4 dim_mult"):
         VAEConfig(dim_mult=(1, 2))
+
+
+def test_foreground_marks_objects_not_the_table() -> None:
+    """The VAE loss weights the few pixels of objects: on a real sim view they are the foreground."""
+    from backend.model.vae import foreground
+    from robot.sim.env import SimEnv
+
+    with SimEnv("pick_place_bin", seed=0) as env:
+        frame = env.observe()["images"]["front"]  # (64, 64, 3) uint8
+    fg = foreground(frames_to_video(torch.from_numpy(frame)[None, None]))[
+        0, 0, 0
+    ].numpy()  # (64, 64)
+    distance = np.abs(frame.astype(int) - np.median(frame.reshape(-1, 3), axis=0)).max(-1)
+    assert fg[distance > 40].all()  # the gripper, block and bin edges stand out from the table
+    assert not fg[distance < 5].any()  # the table itself never counts
+    assert 0.02 < fg.mean() < 0.5  # a minority of the view
