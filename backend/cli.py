@@ -78,6 +78,16 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
+        "export-checkpoint",
+        help="an inference-only copy of a checkpoint (EMA weights, float16 matrices) to ship",
+        description="Writes config.json and ema.safetensors (no optimizer state), checks that it loads.",
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/checkpoint)")
+    p.add_argument("out", type=Path, help="output directory, e.g. assets/checkpoints/NAME")
+    p.add_argument("--float32", action="store_true", help="keep float32 weights")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser(
         "imagine",
         help="imagine the next event from a dataset frame: video per view, actions, validity",
         description="Load a checkpoint, take the observation at --frame of --episode, and imagine "
@@ -104,6 +114,17 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         "--raw-weights", action="store_true", help="use the raw weights instead of the EMA"
     )
     p.set_defaults(func=_imagine)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from backend.model.checkpoint import export_checkpoint
+    from backend.model.wam import WorldActionModel
+
+    out = export_checkpoint(args.checkpoint, args.out, half=not args.float32)
+    WorldActionModel.from_checkpoint(out)  # it loads, or this says why
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"wrote {out} ({size:.1f} MiB)")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:

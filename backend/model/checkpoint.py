@@ -229,6 +229,37 @@ def save_checkpoint(
     return directory
 
 
+def export_checkpoint(directory: str | Path, out: str | Path, half: bool = True) -> Path:
+    """An inference-only copy of a checkpoint: its config and EMA weights (else its raw weights),
+    matrices in float16 when `half` (vectors and buffers stay float32), no optimizer state.
+
+    What the studio and evaluation load, small enough to ship in the repository.
+    """
+    from safetensors.torch import save_file
+
+    directory, out = Path(directory), Path(out)
+    config = read_config(directory)
+    source = directory / (EMA_FILE if (directory / EMA_FILE).exists() else MODEL_FILE)
+    tensors = load_tensors(source)
+    if half:
+        tensors = {
+            k: v.half() if v.is_floating_point() and v.ndim >= 2 else v for k, v in tensors.items()
+        }
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = {
+        **config,
+        "exported_from": str(directory),
+        "weights_dtype": "float16" if half else "float32",
+    }
+    (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    save_file(_contiguous(tensors), str(tmp / EMA_FILE))
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
+    return out
+
+
 def keep_checkpoint(directory: str | Path, copy_to: str | Path) -> Path:
     """A step-numbered copy of a checkpoint's weights and config (no optimizer state), kept for curves."""
     directory, copy_to = Path(directory), Path(copy_to)

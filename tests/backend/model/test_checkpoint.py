@@ -195,3 +195,30 @@ def test_model_with_a_different_config_names_the_mismatch(saved_model, tmp_path)
         WorldActionModel.from_checkpoint(bad)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         WorldActionModel.from_checkpoint(tmp_path / "nothing")
+
+
+def test_export_keeps_the_ema_weights_in_half_precision(tmp_path) -> None:
+    from backend.model.checkpoint import export_checkpoint, load_tensors
+
+    torch.manual_seed(0)
+    net, ema = _net(), _net()
+    save_checkpoint(
+        tmp_path / "ckpt",
+        {"preset": "test", "stage": "denoiser"},
+        net.state_dict(),
+        ema.state_dict(),
+        [torch.optim.AdamW(net.parameters())],
+        {"step": 1},
+    )
+    out = export_checkpoint(tmp_path / "ckpt", tmp_path / "shipped")
+    assert sorted(p.name for p in out.iterdir()) == [CONFIG_FILE, EMA_FILE]  # no optimizer state
+    tensors = load_tensors(out / EMA_FILE)
+    assert tensors["0.weight"].dtype == torch.float16 and tensors["0.bias"].dtype == torch.float32
+    torch.testing.assert_close(
+        tensors["0.weight"].float(), ema.state_dict()["0.weight"], atol=1e-3, rtol=1e-3
+    )
+    cfg = read_config(out)
+    assert cfg["stage"] == "denoiser" and cfg["weights_dtype"] == "float16"
+    loaded = _net()
+    load_weights(loaded, out / EMA_FILE)  # half matrices load into a float32 model
+    assert loaded[0].weight.dtype == torch.float32
