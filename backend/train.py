@@ -107,6 +107,8 @@ class TrainConfig:
             )
         if self.vae_clip_frames < 1 or (self.vae_clip_frames - 1) % 4:
             raise ValueError(f"vae_clip_frames must be 1 + 4k, got {self.vae_clip_frames}")
+        if self.keep_every < 0:
+            raise ValueError(f"keep_every must be >= 0, got {self.keep_every}")
         if self.resume and self.init:
             raise ValueError("--resume continues this run's own checkpoint; drop --init")
 
@@ -463,7 +465,8 @@ def train(cfg: TrainConfig) -> dict:
             losses = _mean_across_ranks(losses)
         bar.update(1)
         bar.set_postfix(loss=f"{losses['loss']:.4f}")
-        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+        keep = bool(cfg.keep_every) and step % cfg.keep_every == 0  # kept steps are logged too
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps or keep):
             rate = samples_seen / max(time.perf_counter() - t_start, 1e-9)
             row = {
                 "step": step,
@@ -476,7 +479,7 @@ def train(cfg: TrainConfig) -> dict:
             }
             with log_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-        if step % cfg.save_every == 0 or step == cfg.steps:
+        if step % cfg.save_every == 0 or step == cfg.steps or keep:
             if (
                 objective == "vae"
             ):  # every saved VAE carries latent statistics fitted to its EMA weights
@@ -497,7 +500,7 @@ def train(cfg: TrainConfig) -> dict:
                     optimizers,
                     train_state,
                 )
-                if cfg.keep_every and step % cfg.keep_every == 0:
+                if keep:
                     keep_checkpoint(out / CHECKPOINT_DIR, out / f"checkpoint-{step:07d}")
             if world > 1:
                 torch.distributed.barrier()

@@ -42,7 +42,7 @@ def target_follow(
     from robot.sim.env import SimEnv
     from robot.sim.experts import record_episode
 
-    first = record_episode(task, seed, resolution=8).events[0]
+    first = record_episode(task, seed, resolution=16).events[0]
     caption = first.caption(caption_track)
     cams = list(model.cameras) or ["front", "left", "right"]
     with SimEnv(task, seed=seed, cameras=cams) as env:
