@@ -138,7 +138,8 @@ def _measure(
     heap: list[float] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=args)
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        # Tall enough that the video grid is in view: the gallery loads its images lazily.
+        page = browser.new_page(viewport={"width": 1600, "height": 1800})
         page.set_default_timeout(300_000)
         cdp = page.context.new_cdp_session(page)
         cdp.send("Performance.enable")

@@ -636,11 +636,14 @@ class Studio:
         if path:
             log_executed(k, np.asarray(path))
         highlight_event(k, text, "done" if status.startswith("Event") else "aborted")
-        try:
-            self._observe(session)
-            log_observation(session.obs.images, session.obs.state, session.obs_step)
-        except (BackendError, LinkError, RejectedError):
-            pass
+        if (
+            self.robot.telemetry_age_s <= LINK_SLOW_S
+        ):  # the robot answers: show where the event left it
+            try:
+                self._observe(session)
+                log_observation(session.obs.images, session.obs.state, session.obs_step)
+            except (BackendError, LinkError, RejectedError):
+                pass
         yield stream.read(), status, self.figures(session)[0], self.plan_outputs(session)[0], skip
 
     def _send(self, session: Session, k: int) -> tuple[Any, Any]:

@@ -114,5 +114,6 @@ def video_grid(
         gt = ground_truth.get(cam) if ground_truth else None
         img, m = view_grid(cam, frames, observed[cam], gt, stride)
         extra = f", PSNR {m['psnr']:.1f} dB, SSIM {m['ssim']:.3f}" if m else ""
-        items.append((img, f"{cam}: {len(frames) - 1} imagined frames{extra}"))
+        n = len(frames) - 1
+        items.append((img, f"{cam}: {n} imagined step{'s' if n != 1 else ''}{extra}"))
     return items
