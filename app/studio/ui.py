@@ -232,7 +232,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         approve.click(
             studio.approve,
             [session],
-            [viewer, status, trajectories, plan],
+            [viewer, status, trajectories, plan, mode],
             concurrency_id="execute",
             concurrency_limit=None,
             show_progress="minimal",

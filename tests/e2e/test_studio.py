@@ -93,7 +93,7 @@ def imagine_and_wait(page, idle, mode: str = "event", steps: int = 4) -> None:
 
 def test_page_opens_with_task_live_observation_and_plan(page, telemetry) -> None:
     expect(page.get_by_role("status", name="Robot link")).to_contain_text("link ok")
-    expect(page.get_by_label("Robot mode")).to_have_value(telemetry.telemetry["mode"])
+    expect(page.get_by_label("Robot mode")).to_have_value(telemetry.wait_telemetry(timeout=10)["mode"])
     expect(page.get_by_role("combobox", name="Task")).to_have_value(re.compile("pick_place_bin"))
     assert plan_radios(page).count() >= 1
     expect(plan_radios(page).first).to_be_checked()
