@@ -38,7 +38,7 @@ WATCH_JS = """
   function loaded() {
     const imgs = [...document.querySelectorAll('img')].filter(i => i.closest('[role="tabpanel"]'));
     const fresh = imgs.filter(i => !before.has(i.currentSrc || i.src));
-    return fresh.length >= 3 && fresh.every(i => i.complete && i.naturalWidth > 0);
+    return fresh.length >= 1 && fresh.every(i => i.complete && i.naturalWidth > 0);
   }
   function frame() {
     const text = statusBox.value;

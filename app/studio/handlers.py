@@ -499,12 +499,12 @@ class Studio:
             k = session.active
             stream_iter = self.backend.imagine(session.obs, session.plan, k, mode, seed, steps)
         except BackendError as e:
-            yield skip, warn(str(e)), skip, skip, skip
+            yield skip, warn(str(e)), skip, skip, skip, skip
             return
         text = session.plan[k]
         self._log_context(session)
         highlight_event(k, text, "imagining")
-        yield stream.read(), f"Imagining event {k + 1}: {text}", skip, skip, skip
+        yield stream.read(), f"Imagining event {k + 1}: {text}", skip, skip, skip, skip
         longest = 0
         try:
             for msg in stream_iter:
@@ -518,7 +518,7 @@ class Studio:
                         f"Imagining event {k + 1}: preview step {msg['step']}/{msg['steps']} "
                         f"({msg['elapsed_s']:.2f} s)"
                     )
-                    yield stream.read(), status, self._grid(session, video), skip, skip
+                    yield stream.read(), status, *self._grid(session, video), skip, skip
                 else:
                     result = msg["result"]
                     session.imagined[k] = result
@@ -539,14 +539,14 @@ class Studio:
                     yield (
                         stream.read(),
                         status,
-                        self._grid(session, result.video),
+                        *self._grid(session, result.video),
                         self.figures(session)[0],
                         self.plan_outputs(session)[0],
                     )
         except BackendError as e:
-            yield stream.read(), warn(str(e)), skip, skip, skip
+            yield stream.read(), warn(str(e)), skip, skip, skip, skip
 
-    def _grid(self, session: Session, video: dict[str, np.ndarray]) -> list[tuple[np.ndarray, str]]:
+    def _grid(self, session: Session, video: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
         gt = session.ground_truth["frames"] if session.ground_truth is not None else None
         return pictures.video_grid(video, session.obs.images, gt)
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-TILE = 112  # px per frame tile: 64 px images drawn at a readable size
+TILE = 88  # px per frame tile: 64 px images drawn at a readable size
 LABEL_W = 118
 HEADER_H = 22
 BG, FG = (250, 250, 250), (30, 30, 30)
@@ -107,13 +107,18 @@ def video_grid(
     observed: Mapping[str, np.ndarray],
     ground_truth: Mapping[str, np.ndarray] | None = None,
     stride: int = 4,
-) -> list[tuple[np.ndarray, str]]:
-    """Gallery items (image, caption), one per view, in the video's camera order."""
-    items = []
+) -> tuple[np.ndarray, str]:
+    """One image with every view's grid stacked, in the video's camera order, and its caption."""
+    grids, captions = [], []
     for cam, frames in video.items():
         gt = ground_truth.get(cam) if ground_truth else None
         img, m = view_grid(cam, frames, observed[cam], gt, stride)
-        extra = f", PSNR {m['psnr']:.1f} dB, SSIM {m['ssim']:.3f}" if m else ""
         n = len(frames) - 1
-        items.append((img, f"{cam}: {n} imagined step{'s' if n != 1 else ''}{extra}"))
-    return items
+        extra = f", PSNR {m['psnr']:.1f} dB, SSIM {m['ssim']:.3f}" if m else ""
+        grids.append(img)
+        captions.append(f"{cam}: {n} imagined step{'s' if n != 1 else ''}{extra}")
+    width = max(g.shape[1] for g in grids)
+    padded = [
+        np.pad(g, ((0, 8), (0, width - g.shape[1]), (0, 0)), constant_values=BG[0]) for g in grids
+    ]
+    return np.concatenate(padded, axis=0), " · ".join(captions)

@@ -141,15 +141,8 @@ def build_ui(studio: Studio) -> gr.Blocks:
                 )
                 with gr.Tabs():
                     with gr.Tab("Video grid"):
-                        grid = gr.Gallery(
-                            label="Imagined frames",
-                            columns=1,
-                            height="auto",
-                            object_fit="contain",
-                            show_label=True,
-                            preview=False,
-                            allow_preview=True,
-                        )
+                        grid = gr.Image(label="Video grid", interactive=False, show_label=True)
+                        grid_caption = gr.Markdown()
                     with gr.Tab("3D trajectories"):
                         trajectories = gr.Plot(label="End-effector paths")
                     with gr.Tab("Sight cones"):
@@ -225,7 +218,7 @@ def build_ui(studio: Studio) -> gr.Blocks:
         imagining = imagine.click(
             studio.imagine,
             [session, imagine_mode, imagine_seed, steps],
-            [viewer, status, grid, trajectories, plan],
+            [viewer, status, grid, grid_caption, trajectories, plan],
             concurrency_id="model",
             show_progress="minimal",
         )

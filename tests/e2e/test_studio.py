@@ -93,7 +93,9 @@ def imagine_and_wait(page, idle, mode: str = "event", steps: int = 4) -> None:
 
 def test_page_opens_with_task_live_observation_and_plan(page, telemetry) -> None:
     expect(page.get_by_role("status", name="Robot link")).to_contain_text("link ok")
-    expect(page.get_by_label("Robot mode")).to_have_value(telemetry.wait_telemetry(timeout=10)["mode"])
+    expect(page.get_by_label("Robot mode")).to_have_value(
+        telemetry.wait_telemetry(timeout=10)["mode"]
+    )
     expect(page.get_by_role("combobox", name="Task")).to_have_value(re.compile("pick_place_bin"))
     assert plan_radios(page).count() >= 1
     expect(plan_radios(page).first).to_be_checked()
@@ -166,11 +168,11 @@ def test_imagine_streams_previews_for_every_view_before_the_final(page, idle) ->
     previews = [i for i, s in enumerate(seen) if "preview step" in s]
     finals = [i for i, s in enumerate(seen) if "(final)" in s]
     assert previews and finals and previews[0] < finals[0], seen
-    for cam in ("front", "left", "right"):  # one grid image per view, its caption as alt text
-        grid = page.get_by_role("img", name=re.compile(f"^{cam}: \\d+ imagined steps?"))
-        expect(grid).to_be_visible()
-        grid.scroll_into_view_if_needed()  # the gallery loads its images lazily, in view
-        page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=grid.element_handle())
+    for cam in ("front", "left", "right"):  # the video grid says what it shows per view
+        expect(page.get_by_text(re.compile(f"{cam}: \\d+ imagined steps?"))).to_be_visible()
+    grid = page.get_by_role("tabpanel").get_by_role("img").last
+    grid.scroll_into_view_if_needed()
+    page.wait_for_function("e => e.complete && e.naturalWidth > 200", arg=grid.element_handle())
     expect(page.get_by_label("Model latency")).to_have_value(re.compile(r"total \d+\.\d+ s"))
     expect(page.get_by_role("radio", name=re.compile("✓ imagined"))).to_have_count(1)
 
@@ -187,6 +189,7 @@ def test_approve_and_send_executes_and_task_progress_rises(
     expect(page.get_by_label("Robot mode")).to_have_value("EXECUTING", timeout=20_000)
     expect(status(page)).to_have_value(re.compile(r"Event \d+ done|⚠"), timeout=60_000)
     assert telemetry.telemetry["chunk_id"] is not None
+    _screenshot_every_tab(page, idle, screenshots)  # imagined and executed paths on the page
 
     # The 2-step checkpoint's chunk scores nothing; the page's Task Progress follows the robot's
     # rubric live, shown here with the sim expert's own actions for this seed, sent by a second
@@ -213,8 +216,6 @@ def test_approve_and_send_executes_and_task_progress_rises(
     )
     assert telemetry.telemetry["task_progress"] > 0
     expect(page.locator(".stage.done").first).to_be_visible()
-
-    _screenshot_every_tab(page, idle, screenshots)
 
 
 def _expert_drives(port: int, task: str, seed: int, until) -> None:
@@ -269,7 +270,8 @@ def _screenshot_every_tab(page, idle, out: Path) -> None:
 
 def test_estop_during_imagination_reaches_the_robot_within_200_ms(page, idle, telemetry) -> None:
     page.get_by_role("radio", name="event", exact=True).check()
-    page.get_by_label("Denoising steps").fill("40")  # a long imagination
+    page.get_by_label("Denoising steps").fill("100")  # a long imagination
+    latency_before = page.get_by_label("Model latency").input_value()
     idle(page)
     page.get_by_role("button", name="Imagine", exact=True).click()
     expect(status(page)).to_have_value(re.compile("preview step"))
@@ -282,20 +284,22 @@ def test_estop_during_imagination_reaches_the_robot_within_200_ms(page, idle, te
     watcher = threading.Thread(target=watch)
     watcher.start()
     page.get_by_role("button", name="E-STOP").evaluate(
-        "b => b.addEventListener('click', () => { window.__estop_click_ms = Date.now(); }, {capture: true, once: true})"
+        "b => b.addEventListener('click', () => { window.__estop_click_ms = Date.now();"
+        " window.__estop_status = document.querySelector('#status textarea').value; },"
+        " {capture: true, once: true})"
     )
     page.get_by_role("button", name="E-STOP").click()
     watcher.join(25)
     clicked_ms = page.evaluate("() => window.__estop_click_ms")
+    assert "preview step" in page.evaluate("() => window.__estop_status")  # the model was busy
     latency_ms = seen["t"]["t_ns"] / 1e6 - clicked_ms
     print(f"E-STOP click -> ESTOP on telemetry: {latency_ms:.0f} ms")
     assert latency_ms <= 200, latency_ms
     expect(status(page)).to_have_value(re.compile("E-STOP sent|preview step|final"))
     expect(page.get_by_label("Robot mode")).to_have_value("ESTOP")
 
-    expect(status(page)).to_have_value(
-        re.compile(r"\(final\)"), timeout=180_000
-    )  # the model was not held up
+    # The imagination goes on to its final result: the stop did not wait for it, nor it for the stop.
+    expect(page.get_by_label("Model latency")).not_to_have_value(latency_before, timeout=240_000)
     page.get_by_role("button", name="Reset fault").click()
     expect(status(page)).to_have_value(re.compile("fault reset"))
     expect(page.get_by_label("Robot mode")).to_have_value("IDLE")
@@ -358,6 +362,7 @@ def test_robot_killed_mid_chunk_then_not_running_then_back(page, idle, robot, te
     idle(page)
     page.get_by_role("button", name="Approve & send").click()
     telemetry.wait_telemetry(lambda t: t["mode"] == "EXECUTING", timeout=30)
+    telemetry.pause()  # the tiny model's chunks can be one step long: hold this one mid-way
     robot.kill()
     expect(status(page)).to_have_value(re.compile("⚠ robot link lost during event"), timeout=30_000)
     expect(page.get_by_role("status", name="Robot link")).to_contain_text("link down")
