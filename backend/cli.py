@@ -57,6 +57,11 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         help="latent cache directory (default OUT/latents); runs on the same data and VAE share it",
     )
     p.add_argument(
+        "--precompute-latents",
+        action="store_true",
+        help="encode every latent before the first step (default: on first use, then cached)",
+    )
+    p.add_argument(
         "--keep-every",
         type=int,
         default=0,
@@ -152,6 +157,7 @@ def _train(args: argparse.Namespace) -> int:
         h_max=args.h_max,
         objective=Objective(video_noise_prob=args.video_noise_prob),
         keep_every=args.keep_every,
+        precompute_latents=args.precompute_latents,
         latent_cache=str(args.latent_cache) if args.latent_cache else None,
         init=str(args.init) if args.init else None,
         resume=args.resume,

@@ -113,3 +113,18 @@ class LatentStore:
                 _save(self.root / "clip" / "{:06d}_{:05d}_{:03d}.npy".format(*k), z)
                 self._clips[k] = z
         return [self._clips[k] for k in keys]
+
+    def fill(self, samples, source, progress=None) -> None:
+        """Encode everything a run on `samples` can ask for: every frame of their episodes and
+        the clip of every sample (at its first step), in batches; `progress(n)` after each."""
+        for i in sorted({r.episode_index for r in samples.refs}):
+            self.obs(source, i, 0)
+            if progress is not None:
+                progress(1)
+        for start in range(0, len(samples), 16):
+            rows = [
+                samples.sample(i, video=False) for i in range(start, min(start + 16, len(samples)))
+            ]
+            self.clips(rows, samples.video)
+            if progress is not None:
+                progress(len(rows))

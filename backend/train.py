@@ -88,6 +88,9 @@ class TrainConfig:
     # Latent cache directory (default OUT/latents); runs on the same data and VAE share it.
     latent_cache: str | None = None
     suffixes: bool = True  # action-only steps start event samples at a random step of the event
+    precompute_latents: bool = (
+        False  # encode every latent before the first step (else on first use)
+    )
     vlm_path: str | None = None  # a local Qwen checkpoint for the unified stage
     progress: bool = True
     device: str = "auto"
@@ -414,6 +417,14 @@ def train(cfg: TrainConfig) -> dict:
             str(Path(cfg.dataset).resolve()),
             list(model.cameras),
         )
+        if cfg.precompute_latents:
+            n_episodes = len({r.episode_index for r in samples.refs})
+            with tqdm(
+                total=n_episodes + len(samples),
+                desc="encode latents",
+                disable=not cfg.progress or rank != 0,
+            ) as fill_bar:
+                store.fill(samples, episodes, fill_bar.update)
     log_path = out / LOG_FILE
     bar = tqdm(
         total=cfg.steps,

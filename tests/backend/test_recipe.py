@@ -225,3 +225,28 @@ def test_latent_cache_is_persistent_and_exact(
         fresh["losses"] == first["losses"]
     )  # read back or freshly encoded: the same float16 values
     assert len(calls) > 0
+
+
+def test_precomputed_latents_leave_nothing_to_encode(
+    datasets, vae_run: Path, tmp_path, monkeypatch
+) -> None:
+    cache = tmp_path / "cache"
+    train(
+        _cfg(
+            datasets["press"],
+            tmp_path / "a",
+            steps=1,
+            init=str(vae_run),
+            latent_cache=str(cache),
+            precompute_latents=True,
+        )
+    )
+    calls = []
+    original = WorldActionModel.encode_video
+    monkeypatch.setattr(
+        WorldActionModel, "encode_video", lambda self, x: calls.append(1) or original(self, x)
+    )
+    train(
+        _cfg(datasets["press"], tmp_path / "b", steps=6, init=str(vae_run), latent_cache=str(cache))
+    )
+    assert calls == []  # every step, joint or action-only from any suffix, read the cache
