@@ -33,6 +33,7 @@ log = logging.getLogger("wallwm.studio")
 
 LINK_OK_S, LINK_SLOW_S = 0.5, 2.0  # telemetry age: green below, amber below, red above
 MAX_START_DRIFT_M = 0.02  # the robot moved more than this since the imagination: imagine again
+PREVIEW_VIDEOS = 5  # preview frames reach the page at most this many times per imagination
 EXEC_REFRESH_S = 0.25  # how often the viewer gets the executed path while a chunk runs
 WORKSPACE_DEFAULT = ((-0.22, -0.22, 0.0), (0.22, 0.22, 0.30))
 
@@ -509,16 +510,19 @@ class Studio:
         try:
             for msg in stream_iter:
                 if msg["type"] == "preview":
-                    video = msg["video"]
-                    longest = max(longest, *(len(v) for v in video.values()))
-                    log_preview(
-                        k, msg["step"], msg["steps"], msg["actions"], msg["validity"], video
-                    )
+                    # Paths and curves every step; frames at most PREVIEW_VIDEOS times, so a
+                    # browser without a GPU keeps up with the stream.
+                    step, every = msg["step"], max(1, msg["steps"] // PREVIEW_VIDEOS)
+                    video = msg["video"] if step == 1 or step % every == 0 else None
+                    if video is not None:
+                        longest = max(longest, *(len(v) for v in video.values()))
+                    log_preview(k, step, msg["steps"], msg["actions"], msg["validity"], video)
                     status = (
-                        f"Imagining event {k + 1}: preview step {msg['step']}/{msg['steps']} "
+                        f"Imagining event {k + 1}: preview step {step}/{msg['steps']} "
                         f"({msg['elapsed_s']:.2f} s)"
                     )
-                    yield stream.read(), status, *self._grid(session, video), skip, skip
+                    grid = self._grid(session, video) if video is not None else (skip, skip)
+                    yield stream.read(), status, *grid, skip, skip
                 else:
                     result = msg["result"]
                     session.imagined[k] = result

@@ -270,6 +270,11 @@ def test_estop_during_imagination_reaches_the_robot_within_200_ms(page, idle, te
     page.get_by_role("radio", name="event", exact=True).check()
     page.get_by_label("Denoising steps").fill("100")  # a long imagination
     latency_before = page.get_by_label("Model latency").input_value()
+    page.get_by_role("button", name="E-STOP").evaluate(
+        "b => b.addEventListener('click', () => { window.__estop_click_ms = Date.now();"
+        " window.__estop_status = document.querySelector('#status textarea').value; },"
+        " {capture: true, once: true})"
+    )
     idle(page)
     page.get_by_role("button", name="Imagine", exact=True).click()
     expect(status(page)).to_have_value(re.compile("preview step"))
@@ -281,11 +286,6 @@ def test_estop_during_imagination_reaches_the_robot_within_200_ms(page, idle, te
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    page.get_by_role("button", name="E-STOP").evaluate(
-        "b => b.addEventListener('click', () => { window.__estop_click_ms = Date.now();"
-        " window.__estop_status = document.querySelector('#status textarea').value; },"
-        " {capture: true, once: true})"
-    )
     # A real mouse click, without waiting for the page to stop animating: an operator does not.
     page.get_by_role("button", name="E-STOP").click(force=True)
     watcher.join(25)
