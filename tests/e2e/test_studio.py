@@ -356,7 +356,7 @@ def test_bad_input_gets_a_clear_message_and_the_studio_stays_up(page) -> None:
 
 
 def test_robot_killed_mid_chunk_then_not_running_then_back(page, idle, robot, telemetry) -> None:
-    imagine_and_wait(page, idle, mode="unified")
+    imagine_and_wait(page, idle)
     expect(status(page)).to_have_value(re.compile(r"\(final\)"))
     idle(page)
     page.get_by_role("button", name="Approve & send").click()
