@@ -178,9 +178,7 @@ def test_imagine_streams_previews_for_every_view_before_the_final(page, idle) ->
 def test_approve_and_send_executes_and_task_progress_rises(
     page, idle, telemetry, robot, screenshots: Path
 ) -> None:
-    imagine_and_wait(
-        page, idle, mode="unified"
-    )  # unified chunks are 16 steps: EXECUTING lasts > 1.6 s
+    imagine_and_wait(page, idle)
     expect(status(page)).to_have_value(re.compile(r"\(final\)"))
     idle(page)
     page.get_by_role("button", name="Approve & send").click()
