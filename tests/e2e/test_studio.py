@@ -291,7 +291,6 @@ def test_estop_during_imagination_reaches_the_robot_within_200_ms(page, idle, te
     assert "preview step" in page.evaluate("() => window.__estop_status")  # the model was busy
     latency_ms = seen["t"]["t_ns"] / 1e6 - clicked_ms
     print(f"E-STOP click -> ESTOP on telemetry: {latency_ms:.0f} ms")
-    assert latency_ms <= 200, latency_ms
     expect(status(page)).to_have_value(re.compile("E-STOP sent|preview step|final"))
     expect(page.get_by_label("Robot mode")).to_have_value("ESTOP")
 
@@ -300,6 +299,8 @@ def test_estop_during_imagination_reaches_the_robot_within_200_ms(page, idle, te
     page.get_by_role("button", name="Reset fault").click()
     expect(status(page)).to_have_value(re.compile("fault reset"))
     expect(page.get_by_label("Robot mode")).to_have_value("IDLE")
+    # Checked last, so that the robot is released for the next test whatever the figure.
+    assert latency_ms <= 200, latency_ms
 
 
 def test_a_second_tab_has_its_own_session(page, drive, chromium, studio) -> None:
