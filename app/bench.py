@@ -20,7 +20,10 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # target -> (module, help); the module has `add_arguments(parser)` and `run(args) -> BenchResult`.
 TARGETS = {
     "data": ("backend.data.bench", "simulate + render + encode throughput"),
-    "model": ("backend.model.bench", "video tower vs diffusers, sight-cone flex vs dense, action-only"),
+    "model": (
+        "backend.model.bench",
+        "video tower vs diffusers, sight-cone flex vs dense, action-only",
+    ),
     "link": ("robot.bench", "ZeroMQ round trip vs websocket + msgpack, telemetry rate"),
 }
 
@@ -47,7 +50,12 @@ def machine_summary() -> dict:
 
 def write_result(result: BenchResult, docs: Path = DOCS) -> Path:
     (docs / "bench").mkdir(parents=True, exist_ok=True)
-    payload = {**result.numbers, "command": result.command, "machine": machine_summary(), **result.extra}
+    payload = {
+        **result.numbers,
+        "command": result.command,
+        "machine": machine_summary(),
+        **result.extra,
+    }
     json_path = docs / "bench" / f"{result.target}.json"
     json_path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
@@ -60,9 +68,13 @@ def write_result(result: BenchResult, docs: Path = DOCS) -> Path:
         f"{m['platform']}. Raw numbers: [`bench/{result.target}.json`](bench/{result.target}.json).\n\n"
         f"{result.markdown.strip()}\n{end}"
     )
-    text = md_path.read_text() if md_path.exists() else (
-        "# Benchmarks\n\nEvery number here is written by `wallwm bench <target>`; re-run it to "
-        "refresh its section.\n"
+    text = (
+        md_path.read_text()
+        if md_path.exists()
+        else (
+            "# Benchmarks\n\nEvery number here is written by `wallwm bench <target>`; re-run it to "
+            "refresh its section.\n"
+        )
     )
     if begin in text and end in text:
         head, rest = text.split(begin, 1)

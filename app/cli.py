@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="wallwm", description="WALL-WM Studio: event-grounded world action model workbench"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    bench = sub.add_parser("bench", help="measure speed; writes docs/benchmarks.md and docs/bench/*.json")
+    bench = sub.add_parser(
+        "bench", help="measure speed; writes docs/benchmarks.md and docs/bench/*.json"
+    )
     bench_sub = bench.add_subparsers(dest="bench_target", metavar="TARGET", required=True)
     register_benches(bench_sub)
     for name in REGISTRARS:
