@@ -24,9 +24,16 @@ def test_help_runs_as_a_console_script():
 
 
 def test_bench_results_replace_their_own_section_only(tmp_path):
-    write_result(BenchResult("alpha", {"x": 1.0}, "| a |\n|---|\n| 1 |", command="wallwm bench alpha"), tmp_path)
-    write_result(BenchResult("beta", {"y": 2.0}, "beta body", command="wallwm bench beta"), tmp_path)
-    write_result(BenchResult("alpha", {"x": 3.0}, "alpha again", command="wallwm bench alpha"), tmp_path)
+    write_result(
+        BenchResult("alpha", {"x": 1.0}, "| a |\n|---|\n| 1 |", command="wallwm bench alpha"),
+        tmp_path,
+    )
+    write_result(
+        BenchResult("beta", {"y": 2.0}, "beta body", command="wallwm bench beta"), tmp_path
+    )
+    write_result(
+        BenchResult("alpha", {"x": 3.0}, "alpha again", command="wallwm bench alpha"), tmp_path
+    )
 
     md = (tmp_path / "benchmarks.md").read_text()
     assert md.count("bench:alpha:begin") == 1 and "alpha again" in md and "| 1 |" not in md
