@@ -31,6 +31,7 @@ REGISTRARS = (
     "backend.cli",
     "backend.eval.cli",
     "app.studio_cli",
+    "sessions.cli",
 )
 
 
