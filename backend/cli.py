@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         "--no-balance", action="store_true", help="uniform instead of cluster-balanced sampling"
     )
     p.add_argument(
+        "--intervention-weight",
+        type=int,
+        default=1,
+        help="draw samples with operator take-over steps this many times as often (0: leave "
+        "them out); for fine-tuning on exported studio sessions",
+    )
+    p.add_argument(
         "--init", type=Path, help="start from this checkpoint's weights (e.g. the vae stage's)"
     )
     p.add_argument(
@@ -85,11 +92,17 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p = sub.add_parser(
         "export-checkpoint",
         help="an inference-only copy of a checkpoint (EMA weights, float16 matrices) to ship",
-        description="Writes config.json and ema.safetensors (no optimizer state), checks that it loads.",
+        description="Writes config.json and ema.safetensors (no optimizer state), checks that it "
+        "loads, and stores its output on a fixed sim observation (reference.npz) for regression tests.",
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory (e.g. RUN/checkpoint)")
     p.add_argument("out", type=Path, help="output directory, e.g. assets/checkpoints/NAME")
     p.add_argument("--float32", action="store_true", help="keep float32 weights")
+    p.add_argument(
+        "--reference-task",
+        default="pick_place_bin",
+        help="sim task of the fixed input whose output is stored as reference.npz",
+    )
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
@@ -123,10 +136,12 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
 
 def _export(args: argparse.Namespace) -> int:
     from backend.model.checkpoint import export_checkpoint
+    from backend.model.reference import write_reference
     from backend.model.wam import WorldActionModel
 
     out = export_checkpoint(args.checkpoint, args.out, half=not args.float32)
     WorldActionModel.from_checkpoint(out)  # it loads, or this says why
+    write_reference(out, task=args.reference_task)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"wrote {out} ({size:.1f} MiB)")
     return 0
@@ -153,6 +168,7 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         caption_track=args.caption_track,
         balanced=not args.no_balance,
+        intervention_weight=args.intervention_weight,
         suffixes=not args.no_suffixes,
         h_max=args.h_max,
         objective=Objective(video_noise_prob=args.video_noise_prob),

@@ -107,7 +107,9 @@ def action_only_vs_imagination(
 # video + action step) and the recipe now (h_max 16, half the steps in the action-only layout,
 # event suffixes); both on the same data, with the same batch size and a warm latent cache.
 RECIPES = {
-    "before: h_max 32, joint steps only": dict(h_max=32, video_noise_prob=0.0, suffixes=False),
+    "before: h_max 32, 10 % action-only steps": dict(
+        h_max=32, video_noise_prob=0.1, suffixes=False
+    ),
     "now: h_max 16, 50 % action-only steps": dict(h_max=16, video_noise_prob=0.5, suffixes=True),
 }
 
