@@ -263,8 +263,10 @@ def _curve(args: argparse.Namespace) -> int:
             flush=True,
         )
 
+    previous = Path(args.out) / "curve.json"
+    done = json.loads(previous.read_text()) if previous.is_file() else []
     rows = learning_curve(
-        args.run, args.dataset, args.task, args.episodes, args.max_events, args.steps, show
+        args.run, args.dataset, args.task, args.episodes, args.max_events, args.steps, show, done
     )
     print(f"wrote {write_curve(rows, args.out)}")
     return 0

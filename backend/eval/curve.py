@@ -98,8 +98,13 @@ def learning_curve(
     max_events: int = 40,
     steps: int | None = None,
     progress: Callable[[dict], None] | None = None,
+    done: Sequence[dict] = (),
 ) -> list[dict]:
-    """One row per kept checkpoint: step, hours, open-loop errors, closed-loop Task Progress per task."""
+    """One row per kept checkpoint: step, hours, open-loop errors, closed-loop Task Progress per task.
+
+    Rows in `done` (an earlier curve.json of the same run and settings) are kept, not re-scored:
+    a curve grows with its run, and each checkpoint costs minutes of closed loop.
+    """
     from backend.data.lerobot import EventDataset
     from backend.eval.closed_loop import ClosedLoop, caption_track_of, episode_specs
     from backend.model.checkpoint import read_config
@@ -107,14 +112,21 @@ def learning_curve(
 
     hours = training_hours(Path(run) / LOG_FILE)
     data = EventDataset(dataset)
+    settings = {"dataset": str(Path(dataset).resolve()), "episodes": episodes, "steps": steps}
+    settings |= {"max_events": max_events, "tasks": list(tasks)}
+    earlier = {r["step"]: r for r in done if r.get("settings") == settings}
     rows = []
     for step, path in kept_checkpoints(run):
+        if step in earlier:
+            rows.append(earlier[step] | {"hours": hours.get(step, earlier[step]["hours"])})
+            continue
         model = WorldActionModel.from_checkpoint(path)
         track = caption_track_of(read_config(path))
         row = {
             "step": step,
             "hours": hours.get(step),
             "checkpoint": str(path),
+            "settings": settings,
             **open_loop_error(model, data, track, max_events, steps),
         }
         with ClosedLoop(

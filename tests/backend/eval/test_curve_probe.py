@@ -79,6 +79,12 @@ def test_curve_scores_every_kept_checkpoint(trained, tmp_path: Path, capsys) -> 
     )
     assert (out / "curve.png").stat().st_size > 5000
     assert "step 2" in capsys.readouterr().out
+    # Run again: the checkpoints already in curve.json are kept, not scored again.
+    curve_args = ["eval", "curve", "--run", str(run), "--dataset", str(trained.test_data)]
+    curve_args += ["--task", "pick_place_bin", "--episodes", "1", "--max-events", "2"]
+    assert main([*curve_args, "--steps", "1", "--out", str(out)]) == 0
+    assert "step 1 (" not in capsys.readouterr().out
+    assert json.loads((out / "curve.json").read_text()) == rows
     rc = main(
         [
             "eval",
