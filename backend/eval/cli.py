@@ -1,4 +1,4 @@
-"""`wallwm eval closed-loop`, `wallwm eval imagine` and `wallwm eval curve` (heavy imports inside handlers).
+"""`wallwm eval closed-loop`, `imagine`, `curve` and `table` (heavy imports inside handlers).
 
 Both write into one results directory (default runs/eval):
 
@@ -104,6 +104,16 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=_curve)
+
+    from backend.eval import table
+
+    p = ev_sub.add_parser(
+        "table",
+        help="the paper's table in the sim: every suite x method, imagination metrics, docs/results.md",
+        description=table.__doc__.split("\n\n")[1].replace("\n", " "),
+    )
+    table.add_arguments(p)
+    p.set_defaults(func=table.run)
 
 
 def _load(checkpoint: Path, threads: int):

@@ -1,0 +1,31 @@
+"""`wallwm eval table`: runs the suites x methods, records why a method did not run, resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from app.cli import main
+
+
+def test_table_runs_scores_and_rewrites_only_its_section(tmp_path: Path, capsys) -> None:
+    doc = tmp_path / "results.md"
+    doc.write_text("# Results\n\nHand-written reading above.\n")
+    args = ["eval", "table", "--suite", "reasoning", "--method", "hold", "--method", "event"]
+    args += ["--episodes", "2", "--out", str(tmp_path / "res"), "--doc", str(doc)]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "res" / "eval.json").read_text())
+    hold = results["closed_loop"]["reasoning"]["hold"]
+    assert hold["episodes"] == 2 and hold["task_progress"] == 0.0
+    assert "no --event checkpoint" in results["not_run"]["reasoning"]["event"]
+    text = doc.read_text()
+    assert "Hand-written reading above." in text
+    assert "| reasoning | 0.0 [0, 0] (n=2) | not run |" in text
+    assert "*71.60*" in text  # the paper's event-mode figure beside ours
+    capsys.readouterr()
+
+    doc.write_text(text + "\nHand-written reading below.\n")
+    assert main(args) == 0
+    assert "2 episodes already scored" in capsys.readouterr().out
+    text = doc.read_text()
+    assert text.count("eval:table:begin") == 1 and "Hand-written reading below." in text
