@@ -84,6 +84,9 @@ class TrainConfig:
     init: str | None = None  # start from this checkpoint's weights (e.g. the VAE stage's)
     caption_track: str = "subtask"  # next-event caption track for the event recipe
     balanced: bool = True  # cluster-balanced event sampling (event recipe)
+    # Samples with operator take-over steps (`intervention`) are drawn this many times as often
+    # as the others; 0 leaves them out (docs/sessions.md: learning from corrections).
+    intervention_weight: int = 1
     vae_clip_frames: int = 9  # frames per clip in the VAE stage (1 + 4k)
     # Latent cache directory (default OUT/latents); runs on the same data and VAE share it.
     latent_cache: str | None = None
@@ -112,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"vae_clip_frames must be 1 + 4k, got {self.vae_clip_frames}")
         if self.keep_every < 0:
             raise ValueError(f"keep_every must be >= 0, got {self.keep_every}")
+        if self.intervention_weight < 0:
+            raise ValueError(f"intervention_weight must be >= 0, got {self.intervention_weight}")
         if self.resume and self.init:
             raise ValueError("--resume continues this run's own checkpoint; drop --init")
 
@@ -150,8 +155,11 @@ class EMA:
 class IndexStream:
     """Sample indices for one rank, epoch after epoch, with a resumable position."""
 
-    def __init__(self, n: int, seed: int, rank: int, world: int, balanced=None) -> None:
+    def __init__(
+        self, n: int, seed: int, rank: int, world: int, balanced=None, weights=None
+    ) -> None:
         self.n, self.seed, self.rank, self.world, self.balanced = n, seed, rank, world, balanced
+        self.weights = weights  # (n,) int draws per epoch of each sample, or None (one each)
         self.epoch, self.offset = 0, 0
         self._order = self._make_order()
 
@@ -160,7 +168,12 @@ class IndexStream:
             self.balanced.set_epoch(self.epoch)
             order = list(self.balanced)
         else:
-            order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n).tolist()
+            pool = (
+                np.arange(self.n)
+                if self.weights is None
+                else np.repeat(np.arange(self.n), self.weights)
+            )
+            order = np.random.default_rng((self.seed, self.epoch)).permutation(pool).tolist()
         return order[self.rank :: self.world]
 
     def seek(self, epoch: int, offset: int) -> None:
@@ -259,6 +272,21 @@ def action_stats(source, samples, relative: bool) -> dict[str, dict[str, np.ndar
     return {"min": lo, "max": hi}
 
 
+def intervention_weights(dataset, samples, weight: int) -> np.ndarray | None:
+    """(n,) draws per epoch: `weight` for samples with intervened steps, 1 for the rest; None
+    when it changes nothing (weight 1, or no take-over in the data)."""
+    if weight == 1:
+        return None
+    flags = {i: dataset.intervention(i) for i in {r.episode_index for r in samples.refs}}
+    hit = np.array([flags[r.episode_index][r.start : r.stop].any() for r in samples.refs])
+    if not hit.any():
+        return None
+    weights = np.where(hit, weight, 1).astype(np.int64)
+    if not weights.any():
+        raise ValueError("--intervention-weight 0 leaves no sample: every one has take-over steps")
+    return weights
+
+
 def _distributed() -> tuple[int, int, int]:
     """(rank, local rank, world size) from torchrun's environment; initialises the process group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -309,6 +337,10 @@ def _model_config(cfg: TrainConfig, source: Path | None):
             normalizer = Normalizer.from_stats(ckpt["normalizer"])
         if cfg.resume or ckpt.get("stage") != "vae":
             model_cfg = ModelConfig.from_dict(ckpt["model"])
+        if cfg.init and ckpt.get("stage") == cfg.stage and ckpt.get("recipe") == cfg.recipe:
+            # fine-tuning (e.g. on exported sessions): the weights were trained in this
+            # normaliser's units, so keep it rather than refit it on a small dataset
+            normalizer = Normalizer.from_stats(ckpt["normalizer"])
     if cfg.vlm_path:
         model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))
     return model_cfg, normalizer
@@ -385,7 +417,11 @@ def train(cfg: TrainConfig) -> dict:
         from backend.data.sampler import ClusterBalancedSampler
 
         balanced = ClusterBalancedSampler.from_samples(samples, cfg.caption_track, seed=cfg.seed)
-    stream = IndexStream(len(samples), cfg.seed, rank, world, balanced)
+    weights = intervention_weights(dataset, samples, cfg.intervention_weight)
+    if balanced is not None and weights is not None:  # the same emphasis on the balanced draw
+        p = balanced.probabilities * weights
+        balanced.probabilities = p / p.sum()
+    stream = IndexStream(len(samples), cfg.seed, rank, world, balanced, weights)
 
     step = 0
     if cfg.resume:
