@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         "--dataset", type=Path, help="dataset for the 'Dataset episode' source (default runs/demo)"
     )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the model")
+    p.add_argument(
+        "--sessions", type=Path, default=Path("runs/sessions"), help="session store (recordings)"
+    )
+    p.add_argument(
+        "--demo", action="store_true", help="run the scripted showcase when the page opens"
+    )
     p.set_defaults(func=_studio)
 
     b = bench_sub.add_parser(
@@ -211,7 +217,7 @@ def _studio(args: argparse.Namespace) -> int:
     robot_url = parse_robot(args.robot) if args.robot else None
 
     child = None
-    robot = backend = demo = None
+    robot = backend = demo = studio = None
 
     def terminate(signum, frame):  # SIGTERM: leave through `finally`, stopping the children
         raise SystemExit(0)
@@ -231,7 +237,9 @@ def _studio(args: argparse.Namespace) -> int:
                     f"warning: no robot answers at {args.robot}; the page will show the link down",
                     flush=True,
                 )
-        demo, backend = _serve(args, robot, auth, reset=robot_url is None or args.task is not None)
+        demo, backend, studio = _serve(
+            args, robot, auth, reset=robot_url is None or args.task is not None
+        )
         url = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
         print(
             f"WALL-WM Studio: {url}   (Ctrl-C stops the studio and its simulated robot)", flush=True
@@ -249,6 +257,8 @@ def _studio(args: argparse.Namespace) -> int:
     finally:
         if demo is not None:
             demo.close()
+        if studio is not None:
+            studio.close_all()
         if robot is not None:
             robot.close()
         stop_child(child)
@@ -258,7 +268,7 @@ def _studio(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, robot, auth, reset: bool):
     """Load the model, reset the scene, build and launch the page (non-blocking)."""
-    from app.studio.handlers import Studio
+    from app.studio.recording import RecordingStudio
     from app.studio.ui import CSS, build_ui
     from backend.service import Backend, BackendError, resolve_checkpoint
     from robot.sim.tasks import TASKS
@@ -272,7 +282,14 @@ def _serve(args: argparse.Namespace, robot, auth, reset: bool):
     dataset = args.dataset or (
         Path("runs/demo") if Path("runs/demo/meta/info.json").is_file() else ""
     )
-    studio = Studio(backend, robot, {n: t.description for n, t in TASKS.items()}, str(dataset))
+    studio = RecordingStudio(
+        backend,
+        robot,
+        {n: t.description for n, t in TASKS.items()},
+        str(dataset),
+        sessions=args.sessions,
+    )
+    studio.autodemo = args.demo
     if reset and robot.info is not None:
         try:
             studio.reset_scene(args.task or DEFAULT_TASK, args.seed)
@@ -295,7 +312,7 @@ def _serve(args: argparse.Namespace, robot, auth, reset: bool):
     except OSError as e:
         backend.close()
         raise ValueError(f"cannot serve on {args.host}:{args.port}: {e}") from None
-    return demo, backend
+    return demo, backend, studio
 
 
 # ------------------------------------------------------------------ wallwm bench studio

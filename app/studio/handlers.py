@@ -729,12 +729,6 @@ class Studio:
             session, "stop", "stopped: the chunk is aborted and the robot holds (ARMED)"
         )
 
-    def take_over(self, session: Session) -> str:
-        return (
-            "Take over (jogging the robot by hand, recorded as an intervention) comes in the next "
-            "release. For now: Pause or Stop the robot, edit the plan, imagine again."
-        )
-
 
 # ==================================================================== small pure helpers
 

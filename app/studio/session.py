@@ -80,6 +80,7 @@ class Session:
     log: list[str] = field(default_factory=list)
     last_mode: str = ""
     message: str = ""
+    rec: Any | None = None  # app.studio.recording.Recording, from the tab's first recorded act
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __deepcopy__(self, memo: dict) -> Session:

@@ -11,10 +11,14 @@ at a time (there is one model); robot commands and execution have their own grou
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 from gradio_rerun import Rerun
 
-from app.studio.handlers import Studio
+from app.studio import demo as demo_mode
+from app.studio import sessions_tab, teleop
+from app.studio.recording import RecordingStudio
 from app.studio.session import SOURCES, new_session
 
 TICK_S = 0.5  # top bar refresh period (telemetry arrives at >= 20 Hz; the page needs less)
@@ -36,10 +40,13 @@ CSS = """
         letter-spacing: 1px;}
 #estop:hover {background: #b71c1c !important;}
 #status textarea {font-weight: 600;}
+.demo-caption {font-size: 20px; font-weight: 700; padding: 8px 12px; border-radius: 8px;
+               background: #fff8e1; border: 2px solid #f9a825; color: #3e2723;}
+#jog-pad button {min-width: 48px;}
 """
 
 
-def build_ui(studio: Studio) -> gr.Blocks:
+def build_ui(studio: RecordingStudio) -> gr.Blocks:
     """The studio page. Launch with `css=CSS` (Gradio 6 takes styling at launch)."""
     task_choices = [(f"{name} — {desc}", name) for name, desc in studio.tasks.items()]
     info = studio.backend.info()
@@ -55,11 +62,13 @@ def build_ui(studio: Studio) -> gr.Blocks:
             mode = gr.Textbox(label="Robot mode", interactive=False, min_width=110, scale=1)
             progress = gr.HTML(min_width=300)
             latency = gr.Textbox(label="Model latency", interactive=False, min_width=200, scale=2)
+            saved = gr.Textbox(label="Session", interactive=False, min_width=220, scale=2)
             reset_fault = gr.Button("Reset fault", size="sm", min_width=90, scale=0)
             estop = gr.Button("E-STOP", elem_id="estop", min_width=150, scale=0)
         status = gr.Textbox(
             label="Status", interactive=False, lines=1, max_lines=3, elem_id="status"
         )
+        demo_caption = gr.HTML(elem_id="demo-caption")
 
         with gr.Row():
             # ------------------------------------------------------------ left column
@@ -118,6 +127,32 @@ def build_ui(studio: Studio) -> gr.Blocks:
                     resume = gr.Button("Resume", size="sm", min_width=60)
                     stop = gr.Button("Stop", size="sm", min_width=60)
                     take_over = gr.Button("Take over", size="sm", min_width=60)
+                with gr.Row():
+                    run_plan = gr.Button("Run plan", size="sm", min_width=60)
+                    replace_chunk = gr.Button("Replace running chunk", size="sm", min_width=60)
+                with gr.Group(visible=False, elem_id="jog-pad") as jog_pad:
+                    gr.Markdown(
+                        "**Jog** (keys: arrows ±x ±y, PageUp/PageDown ±z, q/e yaw, c/o gripper)"
+                    )
+                    jog_buttons = {}
+                    for row in (
+                        ("+x", "-x", "+y", "-y"),
+                        ("+z", "-z", "yaw+", "yaw-"),
+                        ("close", "open"),
+                    ):
+                        with gr.Row():
+                            for name in row:
+                                jog_buttons[name] = gr.Button(
+                                    name, size="sm", elem_id=f"jog-{name}"
+                                )
+                    with gr.Row(equal_height=True):
+                        hand_back_at = gr.Number(
+                            label="Hand back at event", value=1, precision=0, minimum=1
+                        )
+                        hand_back = gr.Button("Hand back", size="sm")
+                with gr.Row():
+                    demo_button = gr.Button("Demo", size="sm", min_width=60)
+                    stop_demo = gr.Button("Stop demo", size="sm", min_width=60)
 
                 with gr.Accordion("Task instruction and VLM proposal", open=False):
                     task_text = gr.Textbox(label="Task instruction", lines=1)
@@ -154,8 +189,12 @@ def build_ui(studio: Studio) -> gr.Blocks:
                         robot_log = gr.Textbox(
                             label="Robot log", lines=18, max_lines=18, interactive=False
                         )
+                    with gr.Tab("Sessions"):
+                        sessions = sessions_tab.build()
 
-        timer = gr.Timer(TICK_S)
+        # Started once the page has loaded: Gradio creates a tab's `gr.State` on first use without
+        # a lock, so a tick racing the load could leave the tab with a second, empty Session.
+        timer = gr.Timer(TICK_S, active=False)
 
         # ================================================================ wiring
         scene_out = [
@@ -174,11 +213,12 @@ def build_ui(studio: Studio) -> gr.Blocks:
         ]
         plan_out = [plan, event_text, plan_text, status]
 
-        demo.load(studio.on_load, [session], scene_out)
+        loaded = demo.load(studio.on_load, [session], scene_out)
+        loaded.then(lambda: gr.Timer(active=True), None, [timer], queue=False)
         timer.tick(
             studio.tick,
             [session],
-            [link, mode, progress, latency, robot_log],
+            [link, mode, progress, latency, robot_log, saved],
             queue=False,
             show_progress="hidden",
             concurrency_id="telemetry",
@@ -230,11 +270,37 @@ def build_ui(studio: Studio) -> gr.Blocks:
             concurrency_limit=None,
             show_progress="minimal",
         )
+        run_out = [viewer, status, grid, grid_caption, trajectories, plan, mode]
+        imagine_in = [session, imagine_mode, imagine_seed, steps]
+        running = run_plan.click(
+            functools.partial(teleop.run_plan, studio),
+            imagine_in,
+            run_out,
+            concurrency_id="execute",
+            concurrency_limit=None,
+            show_progress="minimal",
+        )
         pause.click(
-            studio.pause, [session], [status], concurrency_id="robot", concurrency_limit=None
+            functools.partial(teleop.pause, studio),
+            [session],
+            [status],
+            concurrency_id="robot",
+            concurrency_limit=None,
         )
         resume.click(
-            studio.resume, [session], [status], concurrency_id="robot", concurrency_limit=None
+            functools.partial(teleop.resume, studio),
+            imagine_in,
+            run_out,
+            concurrency_id="execute",
+            concurrency_limit=None,
+            show_progress="minimal",
+        )
+        replace_chunk.click(
+            functools.partial(teleop.replace_chunk, studio),
+            [session],
+            [status],
+            concurrency_id="robot",
+            concurrency_limit=None,
         )
         stop.click(
             studio.stop,
@@ -244,5 +310,49 @@ def build_ui(studio: Studio) -> gr.Blocks:
             concurrency_id="robot",
             concurrency_limit=None,
         )
-        take_over.click(studio.take_over, [session], [status], queue=False)
+        take_over.click(
+            functools.partial(teleop.take_over, studio),
+            [session],
+            [status, jog_pad],
+            cancels=[running],
+            concurrency_id="robot",
+            concurrency_limit=None,
+        )
+        for name, button in jog_buttons.items():
+            button.click(
+                functools.partial(teleop.jog, studio, name=name),
+                [session],
+                [status],
+                concurrency_id="jog",
+                show_progress="hidden",
+            )
+        hand_back.click(
+            functools.partial(teleop.hand_back, studio),
+            [session, hand_back_at],
+            [status, jog_pad, plan],
+            concurrency_id="robot",
+            concurrency_limit=None,
+        )
+        demo.load(None, js=teleop.KEYBOARD_JS)
+
+        demo_out = [*scene_out, grid, grid_caption, mode, demo_caption]
+        demo_run = functools.partial(demo_mode.run_demo, studio)
+        demoing = demo_button.click(
+            demo_run, [session], demo_out, concurrency_id="execute", concurrency_limit=None
+        )
+        if studio.autodemo:
+            demoing_at_load = loaded.then(
+                demo_run, [session], demo_out, concurrency_id="execute", concurrency_limit=None
+            )
+            cancel = [demoing, demoing_at_load]
+        else:
+            cancel = [demoing]
+        stop_demo.click(
+            functools.partial(demo_mode.stop_demo, studio),
+            [session],
+            [status, demo_caption],
+            cancels=cancel,
+            queue=False,
+        )
+        sessions_tab.wire(studio, sessions, viewer)
     return demo

@@ -69,9 +69,15 @@ class SimRobotProcess:
     """`wallwm sim-robot` on fixed ports, killable and restartable by the test."""
 
     def __init__(
-        self, port: int, task: str = "pick_place_bin", seed: int = 0, log: Path | None = None
+        self,
+        port: int,
+        task: str = "pick_place_bin",
+        seed: int = 0,
+        log: Path | None = None,
+        args: tuple[str, ...] = (),
     ):
         self.port, self.task, self.seed, self.log = port, task, seed, log
+        self.args = tuple(args)  # more `wallwm sim-robot` options, e.g. --heartbeat-timeout
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 120.0) -> SimRobotProcess:
@@ -92,6 +98,7 @@ class SimRobotProcess:
                 self.task,
                 "--seed",
                 str(self.seed),
+                *self.args,
             ],
             stdout=out,
             stderr=out,
