@@ -99,6 +99,12 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     p.add_argument("out", type=Path, help="output directory, e.g. assets/checkpoints/NAME")
     p.add_argument("--float32", action="store_true", help="keep float32 weights")
     p.add_argument(
+        "--guidance-scale",
+        type=float,
+        help="default classifier-free guidance of the copy (chosen on held-out data; "
+        "default: the checkpoint's)",
+    )
+    p.add_argument(
         "--reference-task",
         default="pick_place_bin",
         help="sim task of the fixed input whose output is stored as reference.npz",
@@ -139,7 +145,9 @@ def _export(args: argparse.Namespace) -> int:
     from backend.model.reference import write_reference
     from backend.model.wam import WorldActionModel
 
-    out = export_checkpoint(args.checkpoint, args.out, half=not args.float32)
+    out = export_checkpoint(
+        args.checkpoint, args.out, half=not args.float32, guidance_scale=args.guidance_scale
+    )
     WorldActionModel.from_checkpoint(out)  # it loads, or this says why
     write_reference(out, task=args.reference_task)
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20

@@ -101,6 +101,9 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         "--max-events", type=int, default=40, help="held-out events for open loop (default 40)"
     )
     p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
+    p.add_argument(
+        "--guidance", type=float, help="classifier-free guidance (default: each checkpoint's)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     p.set_defaults(func=_curve)
@@ -276,7 +279,15 @@ def _curve(args: argparse.Namespace) -> int:
     previous = Path(args.out) / "curve.json"
     done = json.loads(previous.read_text()) if previous.is_file() else []
     rows = learning_curve(
-        args.run, args.dataset, args.task, args.episodes, args.max_events, args.steps, show, done
+        args.run,
+        args.dataset,
+        args.task,
+        args.episodes,
+        args.max_events,
+        args.steps,
+        show,
+        done,
+        args.guidance,
     )
     print(f"wrote {write_curve(rows, args.out)}")
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,7 @@ def learning_curve(
     steps: int | None = None,
     progress: Callable[[dict], None] | None = None,
     done: Sequence[dict] = (),
+    guidance: float | None = None,
 ) -> list[dict]:
     """One row per kept checkpoint: step, hours, open-loop errors, closed-loop Task Progress per task.
 
@@ -113,7 +115,7 @@ def learning_curve(
     hours = training_hours(Path(run) / LOG_FILE)
     data = EventDataset(dataset)
     settings = {"dataset": str(Path(dataset).resolve()), "episodes": episodes, "steps": steps}
-    settings |= {"max_events": max_events, "tasks": list(tasks)}
+    settings |= {"max_events": max_events, "tasks": list(tasks), "guidance": guidance}
     earlier = {r["step"]: r for r in done if r.get("settings") == settings}
     rows = []
     for step, path in kept_checkpoints(run):
@@ -121,6 +123,8 @@ def learning_curve(
             rows.append(earlier[step] | {"hours": hours.get(step, earlier[step]["hours"])})
             continue
         model = WorldActionModel.from_checkpoint(path)
+        if guidance is not None:
+            model.config = replace(model.config, guidance_scale=guidance)
         track = caption_track_of(read_config(path))
         row = {
             "step": step,

@@ -229,9 +229,15 @@ def save_checkpoint(
     return directory
 
 
-def export_checkpoint(directory: str | Path, out: str | Path, half: bool = True) -> Path:
+def export_checkpoint(
+    directory: str | Path,
+    out: str | Path,
+    half: bool = True,
+    guidance_scale: float | None = None,
+) -> Path:
     """An inference-only copy of a checkpoint: its config and EMA weights (else its raw weights),
-    matrices in float16 when `half` (vectors and buffers stay float32), no optimizer state.
+    matrices in float16 when `half` (vectors and buffers stay float32), no optimizer state;
+    `guidance_scale` replaces the default classifier-free guidance in its config.
 
     What the studio and evaluation load, small enough to ship in the repository.
     """
@@ -248,6 +254,10 @@ def export_checkpoint(directory: str | Path, out: str | Path, half: bool = True)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    if guidance_scale is not None:
+        if not guidance_scale >= 0:
+            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        config["model"] = {**config["model"], "guidance_scale": float(guidance_scale)}
     config = {
         **config,
         "exported_from": str(directory),

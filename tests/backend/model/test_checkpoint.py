@@ -222,3 +222,16 @@ def test_export_keeps_the_ema_weights_in_half_precision(tmp_path) -> None:
     loaded = _net()
     load_weights(loaded, out / EMA_FILE)  # half matrices load into a float32 model
     assert loaded[0].weight.dtype == torch.float32
+
+
+def test_export_can_set_the_default_guidance(tmp_path) -> None:
+    from backend.model.checkpoint import export_checkpoint
+
+    net = _net()
+    config = {"preset": "test", "stage": "denoiser", "model": {"guidance_scale": 3.0}}
+    save_checkpoint(tmp_path / "ckpt", config, net.state_dict(), None, [], {"step": 1})
+    out = export_checkpoint(tmp_path / "ckpt", tmp_path / "shipped", guidance_scale=1.0)
+    assert read_config(out)["model"]["guidance_scale"] == 1.0
+    assert read_config(tmp_path / "ckpt")["model"]["guidance_scale"] == 3.0  # source untouched
+    with pytest.raises(ValueError, match="guidance_scale"):
+        export_checkpoint(tmp_path / "ckpt", tmp_path / "bad", guidance_scale=-1.0)
