@@ -39,7 +39,7 @@ def record_sim_session(root: Path) -> str:
     try:
         rollout = ExpertRollout(env, render=True)
         steps = list(rollout)
-        cams = {n: c.to_dict() for n, c in env.cameras().items()}
+        cams = {n: c.to_dict() for n, c in env.cameras.items()}
         instruction = rollout.task_caption or TASK
     finally:
         env.close()
