@@ -51,6 +51,9 @@ from torch import nn
 
 from backend.model.attention import ViewMask, apply_rope, attention, patch_order, rope_freqs_3d
 
+# Parameter-name prefixes of what this denoiser adds to Wan2.1's video tower.
+ADDITIONS = ("view_embedding", "patch_position_embedding", "extra_context_embedding", "action_")
+
 
 @dataclass(frozen=True)
 class DenoiserConfig:
@@ -72,6 +75,11 @@ class DenoiserConfig:
     rope_max_seq_len: int = 1024  # longest RoPE axis (frames, patch rows or columns)
     # --- multi-view ---
     num_views: int = 3  # cameras; a learned, zero-initialised view embedding tells them apart
+    # Absolute patch position: K sinusoidal frequencies per image axis of each token's (row,
+    # column), through a learned zero-initialised linear. RoPE makes attention *scores*
+    # position-aware but leaves the *values* position-free, so without this the action tower,
+    # which reads video values, can see that a block is there but not where (0 = off, Wan's way).
+    patch_position_frequencies: int = 0
     # --- action tower ---
     action_dim: int = 8  # 7 ee_pose_abs channels + 1 validity channel
     action_heads: int = 2  # action width = action_heads * attention_head_dim (narrower than video)
@@ -114,6 +122,10 @@ class DenoiserConfig:
             )
         if self.extra_context_dim < 0:
             raise ValueError(f"extra_context_dim must be >= 0, got {self.extra_context_dim}")
+        if self.patch_position_frequencies < 0:
+            raise ValueError(
+                f"patch_position_frequencies must be >= 0, got {self.patch_position_frequencies}"
+            )
         if self.freq_dim % 2:
             raise ValueError(f"freq_dim must be even, got {self.freq_dim}")
 
@@ -143,6 +155,7 @@ DENOISER_PRESETS: dict[str, DenoiserConfig] = {
         action_heads=2,
         action_ffn_dim=256,
         h_max=16,
+        patch_position_frequencies=4,
     ),
     # One GPU: ~40M parameters.
     "small": DenoiserConfig(
@@ -418,6 +431,8 @@ class WorldActionDenoiser(nn.Module):
         self.head = Head(d, cfg.out_channels * math.prod(cfg.patch_size), cfg.eps)
         # additions: view embedding, staircase projection, action tower
         self.view_embedding = nn.Parameter(torch.zeros(cfg.num_views, d))
+        k = cfg.patch_position_frequencies
+        self.patch_position_embedding = nn.Linear(4 * k, d) if k else None
         self.extra_context_embedding = (
             nn.Sequential(
                 nn.Linear(cfg.extra_context_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d)
@@ -461,6 +476,9 @@ class WorldActionDenoiser(nn.Module):
         # starts at zero so a mapped Wan2.1 checkpoint initially behaves exactly like Wan.
         nn.init.normal_(self.action_pos_embedding, std=0.02)
         nn.init.zeros_(self.view_embedding)
+        if self.patch_position_embedding is not None:
+            nn.init.zeros_(self.patch_position_embedding.weight)
+            nn.init.zeros_(self.patch_position_embedding.bias)
 
     # ------------------------------------------------------------------ helpers
 
@@ -483,6 +501,20 @@ class WorldActionDenoiser(nn.Module):
         if key not in self._layout_cache:
             order = patch_order(h, w)
             self._layout_cache[key] = (torch.argsort(order) if inverse else order).to(device)
+        return self._layout_cache[key]
+
+    def _patch_positions(self, h: int, w: int, frames: int, device: torch.device) -> torch.Tensor:
+        """Sinusoidal (row, column) features (h*w*frames, 4K) in the token layout of one view."""
+        key = ("pos", h, w, frames, str(device))
+        if key not in self._layout_cache:
+            idx = patch_order(h, w)  # patch indices (row-major) in token order
+            rc = torch.stack(
+                [(idx // w + 0.5) / h, (idx % w + 0.5) / w], dim=1
+            )  # (h*w, 2) in (0, 1)
+            k = self.cfg.patch_position_frequencies
+            angles = rc[:, :, None] * (math.pi * 2.0 ** torch.arange(k))  # (h*w, 2, K)
+            feats = torch.cat([angles.sin(), angles.cos()], dim=2).flatten(1)  # (h*w, 4K)
+            self._layout_cache[key] = feats.repeat_interleave(frames, dim=0).to(device)
         return self._layout_cache[key]
 
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -597,7 +629,11 @@ class WorldActionDenoiser(nn.Module):
 
         x = self._patchify(video)  # (B, N, D)
         per_view = math.prod(grid)
-        x = (x.view(B, V, per_view, -1) + self.view_embedding[:V, None]).view(B, n_tok, -1)
+        x = x.view(B, V, per_view, -1) + self.view_embedding[:V, None]
+        if self.patch_position_embedding is not None:
+            pos = self._patch_positions(grid[1], grid[2], grid[0], x.device)  # (per_view, 4K)
+            x = x + self.patch_position_embedding(pos.to(x.dtype))
+        x = x.view(B, n_tok, -1)
         freqs = self._freqs(*grid, V, x.device)  # (N, hd/2)
         e = self.time_embedding(sinusoidal_embedding(t_video, cfg.freq_dim))  # (B, D)
         e0 = self.time_projection(e).unflatten(1, (6, -1))  # (B, 6, D)
@@ -665,5 +701,4 @@ def count_parameters(module: nn.Module) -> int:
 
 def video_tower_parameters(net: WorldActionDenoiser) -> int:
     """Parameters of the Wan2.1 part alone (what a Wan2.1 checkpoint holds)."""
-    skip = ("view_embedding", "extra_context_embedding", "action_")
-    return sum(p.numel() for n, p in net.named_parameters() if not n.startswith(skip))
+    return sum(p.numel() for n, p in net.named_parameters() if not n.startswith(ADDITIONS))

@@ -174,3 +174,34 @@ def test_wan14b_on_meta_device():
     with torch.device("meta"):
         small = WorldActionDenoiser(DENOISER_PRESETS["wan1_3b"])
     assert 1.2e9 < video_tower_parameters(small) < 1.6e9
+
+
+@pytest.mark.parametrize("frequencies", [0, 4])
+def test_patch_positions_reach_the_values_the_action_tower_reads(frequencies):
+    """Identical patches everywhere: without absolute positions every first-layer value is the
+    same (RoPE only rotates queries and keys); with them, values differ from patch to patch,
+    so an action query that finds the block also reads where it is."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(CFG, patch_position_frequencies=frequencies)
+    net = randomise(WorldActionDenoiser(cfg)).eval()
+    B, V, Fr, h, w = 1, 2, 1, 4, 4
+    video = torch.ones(B, V, cfg.out_channels, Fr, h, w)
+    cond = i2v_condition(torch.ones(B, V, cfg.out_channels, 1, h, w), Fr)
+    ctx = torch.randn(B, 3, cfg.text_dim)
+    with torch.no_grad():
+        kv = net.encode_video(video, torch.zeros(B), ctx, None, cond=cond)
+    per_view = kv.values[0].unflatten(2, (V, -1))  # (B, heads, V, h*w*Fr, hd)
+    spread = (per_view - per_view[:, :, :, :1]).abs().max().item()
+    assert (spread > 1e-3) == bool(frequencies)
+
+
+def test_fresh_patch_positions_change_nothing():
+    torch.manual_seed(0)
+    off = WorldActionDenoiser(dataclasses.replace(CFG, patch_position_frequencies=0))
+    on = WorldActionDenoiser(dataclasses.replace(CFG, patch_position_frequencies=4))
+    shared = {k: v for k, v in on.state_dict().items() if not k.startswith("patch_position")}
+    off.load_state_dict(shared)
+    randomise(off)
+    on.load_state_dict({**on.state_dict(), **off.state_dict()})  # positions stay zero
+    x = batch()
+    torch.testing.assert_close(on(**x)[1], off(**x)[1])
