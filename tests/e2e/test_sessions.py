@@ -94,6 +94,7 @@ def store(store_root: Path, session_id: str):
 
 
 def test_run_the_plan_pause_edit_the_next_event_reimagine_and_resume(page, state) -> None:
+    expect(plan_radios(page).first).to_be_visible(timeout=60_000)  # the task plan is loaded
     page.get_by_label("Denoising steps").fill("2")
     # The operator presses Pause once the plan is past event 2 (a poll from Python would miss it:
     # the tiny model's chunks are one step long and events go by in about a second).
@@ -107,8 +108,8 @@ def test_run_the_plan_pause_edit_the_next_event_reimagine_and_resume(page, state
     page.wait_for_timeout(1500)  # the plan run stops at the next boundary
     k = active_event(page)
     assert 3 <= k < plan_radios(page).count()
-    expect(page.get_by_label("Session")).to_have_value(re.compile(r"\d+ records"))
-    state["session"] = page.get_by_label("Session").input_value().split(" ")[0]
+    expect(page.get_by_label("Session", exact=True)).to_have_value(re.compile(r"\d+ records"))
+    state["session"] = page.get_by_label("Session", exact=True).input_value().split(" ")[0]
 
     page.get_by_label("Event text").fill(EDITED)
     page.get_by_role("button", name="Save edit").click()
@@ -229,7 +230,9 @@ def test_demo_runs_start_to_end_with_captions(page, screenshots, store_root) -> 
     seen = page.evaluate("() => window.__captions")
     stages = [c[:3] for c in seen if re.match(r"\d/6", c)]
     assert stages == sorted(stages) and stages[0] == "1/6", seen
-    with store(store_root, page.get_by_label("Session").input_value().split(" ")[0]) as r:
+    with store(
+        store_root, page.get_by_label("Session", exact=True).input_value().split(" ")[0]
+    ) as r:
         text = "\n".join(f"{t['what']}: {t['detail']}" for t in r.timeline())
         kinds = [im["event_index"] for im in r.imaginations()]
     for step in ("imagined event 1", "approval", "chunk sent, event 1", "correction takeover",
@@ -256,7 +259,7 @@ def test_stop_demo_at_any_moment_leaves_the_robot_still(page, robot) -> None:
 
 
 def test_studio_killed_keeps_everything_the_page_showed_as_saved(page, studio, store_root) -> None:
-    saved = page.get_by_label("Session").input_value()
+    saved = page.get_by_label("Session", exact=True).input_value()
     m = re.match(r"(\S+) · (\d+) records · (\d+) steps saved", saved)
     assert m, saved
     sid, records, steps = m.group(1), int(m.group(2)), int(m.group(3))
