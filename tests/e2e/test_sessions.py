@@ -219,11 +219,14 @@ def test_demo_runs_start_to_end_with_captions(page, screenshots, store_root) -> 
     }, 20); }""")
     page.get_by_role("button", name="Demo", exact=True).click()
     expect(caption).to_contain_text("1/6")
+    page.evaluate("() => window.scrollTo(0, 0)")  # the caption bar is at the top
     page.screenshot(path=screenshots / "demo-1-task.png")
     expect(caption).to_contain_text(re.compile("[3-6]/6|Demo finished"), timeout=180_000)
+    page.evaluate("() => window.scrollTo(0, 0)")  # the caption bar is at the top
     page.screenshot(path=screenshots / "demo-3-imagination.png")
     expect(caption).to_contain_text("Demo finished", timeout=180_000)
     expect(status(page)).to_have_value(re.compile("Demo finished"))
+    page.evaluate("() => window.scrollTo(0, 0)")  # the caption bar is at the top
     page.screenshot(path=screenshots / "demo-finished.png")
     # The page's main thread is busy while the viewer digests a stream: it may not paint every
     # caption, but the ones it painted came in order; the store has every stage.
