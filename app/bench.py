@@ -97,10 +97,11 @@ def register_benches(bench_sub: argparse._SubParsersAction) -> None:
             p.set_defaults(func=lambda a, t=target: print(f"bench {t}: not available") or 1)
             continue
         module.add_arguments(p)
-        p.set_defaults(func=lambda a, mod=module: _run(mod, a))
+        p.set_defaults(func=lambda a, mod=module: run_bench(mod, a))
 
 
-def _run(module, args: argparse.Namespace) -> int:
+def run_bench(module, args: argparse.Namespace) -> int:
+    """Run `module.run(args)` and write its result to `args.docs` (every bench target's handler)."""
     import sys
 
     result = module.run(args)

@@ -319,12 +319,8 @@ def _serve(args: argparse.Namespace, robot, auth, reset: bool):
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from app.bench import write_result
-    from app.studio.bench import run
+    import importlib
 
-    result = run(args)
-    result.command = "wallwm " + " ".join(sys.argv[1:])
-    path = write_result(result, args.docs)
-    print(result.markdown)
-    print(f"wrote {path} and {args.docs / 'benchmarks.md'}")
-    return 0
+    from app.bench import run_bench
+
+    return run_bench(importlib.import_module("app.studio.bench"), args)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from sessions.store import DEFAULT_ROOT
@@ -81,12 +80,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from app.bench import write_result
-    from sessions.bench import run
+    import importlib
 
-    result = run(args)
-    result.command = "wallwm " + " ".join(sys.argv[1:])
-    path = write_result(result, args.docs)
-    print(result.markdown)
-    print(f"wrote {path} and {args.docs / 'benchmarks.md'}")
-    return 0
+    from app.bench import run_bench
+
+    return run_bench(importlib.import_module("sessions.bench"), args)
