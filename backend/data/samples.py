@@ -92,6 +92,9 @@ class _LazyFrames(Mapping):
     def __getitem__(self, camera: str) -> np.ndarray:
         return self._dataset.frames(self._index, camera)
 
+    def __contains__(self, camera: object) -> bool:  # Mapping's default would decode the video
+        return camera in self._dataset.camera_names
+
     def __iter__(self):
         return iter(self._dataset.camera_names)
 

@@ -121,6 +121,21 @@ def test_init_from_a_vae_takes_the_preset_and_this_datasets_normaliser(
     )
 
 
+def test_frameless_samples_never_decode_video(datasets, monkeypatch) -> None:
+    """A trainer reading cached latents builds samples with video=False: no frame is decoded
+    (checking that a camera exists once decoded the whole episode's video, ~80 % of a step)."""
+    dataset = EventDataset(datasets["pick"])
+    decoded = []
+    real = dataset.frames
+    monkeypatch.setattr(dataset, "frames", lambda *a: decoded.append(a) or real(*a))
+    samples = EventSamples(frameless(dataset), h_max=16, caption_track="action")
+    rows = [samples.sample(i, video=False) for i in range(len(samples))]
+    rows += [samples.suffix(0, np.random.default_rng(0), video=False)]
+    assert decoded == [] and all("video" not in r for r in rows)
+    with_video = samples.sample(0)  # and frames still come when asked for
+    assert with_video["video"].shape[0] == len(dataset.camera_names) and decoded
+
+
 def test_unified_stage_supervises_whole_fixed_chunks(datasets) -> None:
     source = frameless(EventDataset(datasets["pick"]))
     cfg = _cfg(datasets["pick"], Path("unused"), stage="unified", caption_track="action")
