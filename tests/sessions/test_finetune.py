@@ -17,8 +17,6 @@ from backend.data.lerobot import EventDataset
 from sessions.export import export
 from sessions.store import SessionStore
 
-TASK, SEED = "press_buttons_in_order", 0
-
 
 def _tiny_checkpoint(root: Path) -> Path:
     spec = importlib.util.spec_from_file_location(
@@ -29,49 +27,10 @@ def _tiny_checkpoint(root: Path) -> Path:
     return module.build_tiny_checkpoint(root)
 
 
-def record_sim_session(root: Path) -> str:
-    """A session as the studio records it: plan, an operator edit, executed steps with three
-    64 px views; the steps from the middle of the episode on are a take-over."""
-    from robot.sim.env import SimEnv
-    from robot.sim.experts import ExpertRollout
-
-    env = SimEnv(TASK, seed=SEED, resolution=64)
-    try:
-        rollout = ExpertRollout(env, render=True)
-        steps = list(rollout)
-        cams = {n: c.to_dict() for n, c in env.cameras.items()}
-        instruction = rollout.task_caption or TASK
-    finally:
-        env.close()
-    events = rollout.events
-    plan = [e.subtask for e in events]
-    w = SessionStore(root).create(
-        {"task": TASK, "seed": SEED, "instruction": instruction, "fps": 10, "cameras": cams}
-    )
-    w.plan(plan, "scene", "the page's plan")
-    half = len(steps) // 2
-    for s in steps:
-        k = next(i for i, e in enumerate(events) if e.start <= s.t < e.end)
-        if s.t == 2:
-            edited = [*plan[:1], plan[1] + " now", *plan[2:]]
-            w.plan(edited, "operator", f"edit event 2: {plan[1]!r} -> {edited[1]!r}", True, 1)
-        w.step(
-            np.asarray(s.obs["state"], np.float32),
-            s.obs["images"],
-            event_index=k,
-            intervention=s.t >= half,
-            target=s.action,
-            task_progress=s.progress,
-        )
-    w.close("recorded by the test")
-    return w.id
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> tuple[Path, Path]:
+def exported(sim_session, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("finetune")
-    sid = record_sim_session(root / "sessions")
-    with SessionStore(root / "sessions").open(sid) as r:
+    with SessionStore(sim_session.root).open(sim_session.id) as r:
         (path,) = export(r, "lerobot", root / "exported")
     return path, root
 
