@@ -439,7 +439,8 @@ def highlight_event(event_index: int, instruction: str, status: str, recording=N
     """Say which plan event is active and what it is doing (one of `STATUSES`).
 
     ``/plan/status`` holds the current line (a markdown document the blueprint shows under
-    the images); ``/plan/log`` keeps every change as a text log.
+    the images); ``/plan/log`` keeps every change as a text log. Both number events from 1, as
+    the page does (entity paths keep the 0-based index: ``e0`` is "Event 1").
     """
     k = _check_index(event_index, "event_index")
     if status not in STATUSES:
@@ -448,8 +449,12 @@ def highlight_event(event_index: int, instruction: str, status: str, recording=N
     _at(recording)
     rr.log(
         "plan/status",
-        rr.TextDocument(f"**Event {k}** · {status}  \n{text}", media_type=rr.MediaType.MARKDOWN),
+        rr.TextDocument(
+            f"**Event {k + 1}** · {status}  \n{text}", media_type=rr.MediaType.MARKDOWN
+        ),
         recording=recording,
     )
     level = rr.TextLogLevel.WARN if status == "aborted" else rr.TextLogLevel.INFO
-    rr.log("plan/log", rr.TextLog(f"event {k} {status}: {text}", level=level), recording=recording)
+    rr.log(
+        "plan/log", rr.TextLog(f"event {k + 1} {status}: {text}", level=level), recording=recording
+    )

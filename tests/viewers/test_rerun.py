@@ -132,7 +132,7 @@ def test_imagination_flow(record, episode, event_chunk):
         np.concatenate(rec.column("/plots/validity", "Scalars:scalars")), validity
     )
     status = rec.column("/plan/status", "TextDocument:text")
-    assert len(status) == 2 and "Event 1" in status[-1][0] and "executing" in status[-1][0]
+    assert len(status) == 2 and "Event 2" in status[-1][0] and "executing" in status[-1][0]
     assert rec.rows["/plan/log"] == 2
 
 
