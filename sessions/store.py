@@ -118,10 +118,12 @@ class SessionWriter:
         self.frames = FrameWriter(self.dir / FRAMES_FILE)
         self.saved = 0  # rows committed by this writer (what the page counts as saved)
         self.closed = False
-        self.set_meta(
-            id=self.id,
-            created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            **dict(meta or {}),
+        self.set_meta(  # a session's own id and creation time win over copied metadata
+            **{
+                **dict(meta or {}),
+                "id": self.id,
+                "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            }
         )
 
     # -- plumbing ------------------------------------------------------------------------------
