@@ -45,6 +45,8 @@ def machine_summary() -> dict:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        # what else ran: the run's figures are comparable within it, not across loaded machines
+        "load_avg_1_5_15_min_at_end": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -65,7 +67,8 @@ def write_result(result: BenchResult, docs: Path = DOCS) -> Path:
     section = (
         f"{begin}\n## `{result.target}`\n\n"
         f"Command: `{result.command}` — {m['date']}, {m['cpus']} CPUs, Python {m['python']}, "
-        f"{m['platform']}. Raw numbers: [`bench/{result.target}.json`](bench/{result.target}.json).\n\n"
+        f"{m['platform']}, load average at the end "
+        f"{' / '.join(str(x) for x in m['load_avg_1_5_15_min_at_end'])} (1 / 5 / 15 min). Raw numbers: [`bench/{result.target}.json`](bench/{result.target}.json).\n\n"
         f"{result.markdown.strip()}\n{end}"
     )
     text = (

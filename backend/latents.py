@@ -114,13 +114,16 @@ class LatentStore:
                 self._clips[k] = z
         return [self._clips[k] for k in keys]
 
-    def fill(self, samples, source, progress=None) -> None:
+    def fill(self, samples, source, progress=None, clips: bool = True) -> None:
         """Encode everything a run on `samples` can ask for: every frame of their episodes and
-        the clip of every sample (at its first step), in batches; `progress(n)` after each."""
+        (`clips`) the clip of every sample (at its first step), in batches; `progress(n)` after
+        each. A run with only action-only steps reads observation frames and never a clip."""
         for i in sorted({r.episode_index for r in samples.refs}):
             self.obs(source, i, 0)
             if progress is not None:
                 progress(1)
+        if not clips:
+            return
         for start in range(0, len(samples), 16):
             rows = [
                 samples.sample(i, video=False) for i in range(start, min(start + 16, len(samples)))

@@ -455,12 +455,13 @@ def train(cfg: TrainConfig) -> dict:
         )
         if cfg.precompute_latents:
             n_episodes = len({r.episode_index for r in samples.refs})
+            clips = cfg.objective.video_noise_prob < 1.0  # else every step is action-only
             with tqdm(
-                total=n_episodes + len(samples),
+                total=n_episodes + (len(samples) if clips else 0),
                 desc="encode latents",
                 disable=not cfg.progress or rank != 0,
             ) as fill_bar:
-                store.fill(samples, episodes, fill_bar.update)
+                store.fill(samples, episodes, fill_bar.update, clips=clips)
     log_path = out / LOG_FILE
     bar = tqdm(
         total=cfg.steps,

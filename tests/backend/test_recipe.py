@@ -265,3 +265,26 @@ def test_precomputed_latents_leave_nothing_to_encode(
         _cfg(datasets["press"], tmp_path / "b", steps=6, init=str(vae_run), latent_cache=str(cache))
     )
     assert calls == []  # every step, joint or action-only from any suffix, read the cache
+
+
+def test_an_action_only_run_precomputes_observations_and_no_clip(
+    datasets, vae_run: Path, tmp_path
+) -> None:
+    """--video-noise-prob 1: every step reads observation latents only; no clip is encoded."""
+    from backend.model.wam import Objective
+
+    cache = tmp_path / "cache"
+    train(
+        _cfg(
+            datasets["press"],
+            tmp_path / "a",
+            steps=3,
+            init=str(vae_run),
+            latent_cache=str(cache),
+            precompute_latents=True,
+            objective=Objective(video_noise_prob=1.0),
+        )
+    )
+    (store,) = [p for p in cache.iterdir() if p.is_dir()]
+    assert len(list((store / "obs").glob("*.npy"))) == 1  # the one episode's frames
+    assert list((store / "clip").glob("*.npy")) == []
