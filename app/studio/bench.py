@@ -48,8 +48,11 @@ WATCH_JS = """
       }
       if (text.includes('(final)') && loaded()) {
         finalText = text;
+        const now = performance.now(), t0 = performance.timeOrigin;
         return resolve({preview_ms: preview === null ? null : preview - clicked,
-                        final_ms: performance.now() - clicked, previewText, finalText});
+                        final_ms: now - clicked, previewText, finalText,
+                        clicked_epoch_ms: t0 + clicked, final_epoch_ms: t0 + now,
+                        preview_epoch_ms: preview === null ? null : t0 + preview});
       }
       if (text.startsWith('⚠')) return resolve({error: text});
     }
@@ -88,7 +91,9 @@ def run(args: argparse.Namespace) -> BenchResult:
     if choice.path is None:
         raise FileNotFoundError(choice.reason)
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"wallwm-bench-studio-{args.port}.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    marks = log.with_suffix(".trace.jsonl")
+    marks.unlink(missing_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WALLWM_TRACE": str(marks)}
     with open(log, "wb") as out:
         studio = subprocess.Popen(
             [
@@ -117,7 +122,45 @@ def run(args: argparse.Namespace) -> BenchResult:
     finally:
         studio.terminate()
         studio.wait(30)
+    _split(runs, marks)
     return _result(runs, rss, heap, choice.path, n)
+
+
+def _first(marks: list[dict], name: str, **match) -> float | None:
+    """Time of the first mark called `name` whose fields include `match`."""
+    for m in marks:
+        if m["mark"] == name and all(m.get(k) == v for k, v in match.items()):
+            return m["t"]
+    return None
+
+
+def _split(runs: list[dict], marks_path: Path) -> None:
+    """Add the server's marks ($WALLWM_TRACE) to each run: where the click-to-pixels time went.
+
+    dispatch: click -> the handler starts; context: handler start -> the first yield (robot
+    observation, scene and blueprint into the stream); server_preview: click -> the handler
+    yields the first preview with frames; preview_paint / final_paint: that yield -> the frame
+    the page painted it in (transport, Gradio's front end, image decode).
+    """
+    import json
+
+    marks = [json.loads(line) for line in marks_path.read_text().splitlines() if line.strip()]
+    for r in runs:
+        click = r["clicked_epoch_ms"] / 1000
+        after = [m for m in marks if m["t"] >= click - 0.05]
+
+        start, context = _first(after, "imagine_start"), _first(after, "imagine_context")
+        preview = _first(after, "imagine_preview", video=True)
+        final = _first(after, "imagine_final")
+        ms = lambda a, b: None if a is None or b is None else 1000 * (b - a)  # noqa: E731
+        r["dispatch_ms"] = ms(click, start)
+        r["context_ms"] = ms(start, context)
+        r["server_preview_ms"] = ms(click, preview)
+        r["server_final_ms"] = ms(click, final)
+        r["preview_paint_ms"] = (
+            None if r["preview_epoch_ms"] is None else ms(preview, r["preview_epoch_ms"] / 1000)
+        )
+        r["final_paint_ms"] = ms(final, r["final_epoch_ms"] / 1000)
 
 
 def _measure(
@@ -190,8 +233,30 @@ def _idle(page, within_ms: float = 3000, frames: int = 20) -> None:
             return
 
 
+PER_RUN = ("preview_ms", "final_ms", "model_preview_s", "model_final_s")
+SPLIT = (
+    "dispatch_ms",
+    "context_ms",
+    "server_preview_ms",
+    "preview_paint_ms",
+    "server_final_ms",
+    "final_paint_ms",
+)
+PER_RUN = PER_RUN + SPLIT
+
+
+def _median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
 def _s(ms: float | None) -> float | None:
     return None if ms is None else ms / 1000
+
+
+def _ms(numbers: dict, key: str) -> str:
+    v = numbers["split_median_ms"][key]
+    return "n/a" if v is None else f"{v:.0f}"
 
 
 def _fmt(seconds: float | None) -> str:
@@ -222,10 +287,8 @@ def _result(
         "targets": {"first_preview_s": 1.0, "final_s": 5.0, "memory_growth_pct": 5.0},
         "checkpoint": str(checkpoint),
         "setting": "one event, event mode, tiny preset, 3 views of 64x64, the checkpoint's default steps",
-        "per_imagination": [
-            {k: r.get(k) for k in ("preview_ms", "final_ms", "model_preview_s", "model_final_s")}
-            for r in runs
-        ],
+        "per_imagination": [{k: r.get(k) for k in PER_RUN} for r in runs],
+        "split_median_ms": {k: _median(runs, k) for k in SPLIT},
     }
     ok = lambda v, t: "meets" if v <= t else "misses"  # noqa: E731
     md = f"""One event, event mode, `tiny`, 3 views, checkpoint `{checkpoint}`; {n} imaginations in one
@@ -240,6 +303,12 @@ overtakes); the preview medians are over those.
 | on the page, first imagination | {_fmt(numbers["click_to_first_preview_s_first"])} | {numbers["click_to_final_s_first"]:.2f} s |
 | on the page, median | {numbers["click_to_first_preview_s_median"]:.2f} s ({ok(numbers["click_to_first_preview_s_median"], 1.0)} ≤ 1.0 s) | {numbers["click_to_final_s_median"]:.2f} s ({ok(numbers["click_to_final_s_median"], 5.0)} ≤ 5 s) |
 | model, median | {numbers["model_first_preview_s_median"]:.2f} s | {numbers["model_final_s_median"]:.2f} s |
+
+Where the time goes (medians, ms; the server's marks are wall-clock lines it writes to
+`$WALLWM_TRACE`): click → handler starts {_ms(numbers, "dispatch_ms")}; handler start → first yield
+(robot observation, scene, blueprint) {_ms(numbers, "context_ms")}; click → first preview with frames
+yielded {_ms(numbers, "server_preview_ms")}, then → painted {_ms(numbers, "preview_paint_ms")}; click →
+final yielded {_ms(numbers, "server_final_ms")}, then → painted {_ms(numbers, "final_paint_ms")}.
 
 Memory over {n} imaginations: studio process {rss[0]:.0f} → {rss[-1]:.0f} MB
 ({numbers["studio_rss_growth_pct"]:+.1f} %, {ok(numbers["studio_rss_growth_pct"], 5.0)} ≤ 5 %); page JS heap

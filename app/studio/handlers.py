@@ -12,7 +12,9 @@ observation and the plan's paths, then streams (`rr.binary_stream().read()`) as 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,6 +42,19 @@ WORKSPACE_DEFAULT = ((-0.22, -0.22, 0.0), (0.22, 0.22, 0.30))
 
 def warn(text: str) -> str:
     return f"⚠ {text}"
+
+
+def trace(mark: str, **fields: Any) -> None:
+    """Append a wall-clock timing mark to the file named by $WALLWM_TRACE (off when unset).
+
+    `wallwm bench studio` sets it to split click-to-pixels into the page's and the server's
+    shares; one JSON line per mark: {"mark", "t" (epoch seconds), **fields}.
+    """
+    path = os.environ.get("WALLWM_TRACE")
+    if not path:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps({"mark": mark, "t": time.time(), **fields}) + "\n")
 
 
 @dataclass
@@ -486,6 +501,7 @@ class Studio:
     ) -> Iterator[tuple]:
         from viewers.rerun import highlight_event, log_imagination, log_preview
 
+        trace("imagine_start", session=session.id)
         skip = gr.skip()
         stream = rr.binary_stream()
         try:
@@ -505,6 +521,7 @@ class Studio:
         text = session.plan[k]
         self._log_context(session)
         highlight_event(k, text, "imagining")
+        trace("imagine_context", session=session.id)
         yield stream.read(), f"Imagining event {k + 1}: {text}", skip, skip, skip, skip
         longest = 0
         try:
@@ -522,6 +539,7 @@ class Studio:
                         f"({msg['elapsed_s']:.2f} s)"
                     )
                     grid = self._grid(session, video) if video is not None else (skip, skip)
+                    trace("imagine_preview", session=session.id, step=step, video=video is not None)
                     yield stream.read(), status, *grid, skip, skip
                 else:
                     result = msg["result"]
@@ -540,13 +558,15 @@ class Studio:
                             else "Dataset source: compare with the ground truth in the video grid."
                         )
                     )
-                    yield (
+                    outputs = (
                         stream.read(),
                         status,
                         *self._grid(session, result.video),
                         self.figures(session)[0],
                         self.plan_outputs(session)[0],
                     )
+                    trace("imagine_final", session=session.id)
+                    yield outputs
         except BackendError as e:
             yield stream.read(), warn(str(e)), skip, skip, skip, skip
 

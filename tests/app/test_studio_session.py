@@ -83,3 +83,22 @@ def test_final_video_is_padded_to_the_longest_preview() -> None:
         and (out[4] == v["front"][-1]).all()
     )
     assert _pad_video(v, 2)["front"] is v["front"]
+
+
+def test_trace_marks_go_to_the_file_named_by_the_environment(tmp_path, monkeypatch) -> None:
+    import json
+    import time
+
+    from app.studio.handlers import trace
+
+    monkeypatch.delenv("WALLWM_TRACE", raising=False)
+    trace("imagine_start", session="s")  # off: writes nothing anywhere
+    path = tmp_path / "marks.jsonl"
+    monkeypatch.setenv("WALLWM_TRACE", str(path))
+    before = time.time()
+    trace("imagine_start", session="a")
+    trace("imagine_preview", session="a", step=1, video=True)
+    marks = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [m["mark"] for m in marks] == ["imagine_start", "imagine_preview"]
+    assert marks[1]["step"] == 1 and marks[1]["video"] is True
+    assert before <= marks[0]["t"] <= marks[1]["t"] <= time.time()
