@@ -34,7 +34,17 @@ WATCH_JS = """
   const before = new Set([...document.querySelectorAll('[data-testid="gallery"] img, .gallery img, img')]
                           .map(i => i.currentSrc || i.src));
   let clicked = null, preview = null, previewText = null, finalText = null;
-  button.addEventListener('click', () => { clicked = performance.now(); }, {capture: true, once: true});
+  let previewSeen = null, finalSeen = null, frames = 0;
+  let atClick = null;  // the previous imagination's status: not this one's
+  button.addEventListener('click', () => { clicked = performance.now(); atClick = statusBox.value; },
+                          {capture: true, once: true});
+  // When the status text arrives (a timer, not a frame: how long it then waits to be painted)
+  const poll = setInterval(() => {
+    if (clicked === null) return;
+    const text = statusBox.value;
+    if (previewSeen === null && text.includes('preview step')) previewSeen = performance.now();
+    if (finalSeen === null && text !== atClick && text.includes('(final)')) finalSeen = performance.now();
+  }, 2);
   function loaded() {
     const imgs = [...document.querySelectorAll('img')].filter(i => i.closest('[role="tabpanel"]'));
     const fresh = imgs.filter(i => !before.has(i.currentSrc || i.src));
@@ -43,18 +53,23 @@ WATCH_JS = """
   function frame() {
     const text = statusBox.value;
     if (clicked !== null) {
+      frames++;
       if (preview === null && text.includes('preview step') && loaded()) {
         preview = performance.now(); previewText = text;
       }
-      if (text.includes('(final)') && loaded()) {
+      if (text !== atClick && text.includes('(final)') && loaded()) {
         finalText = text;
         const now = performance.now(), t0 = performance.timeOrigin;
-        return resolve({preview_ms: preview === null ? null : preview - clicked,
+        clearInterval(poll);
+        return resolve({frames_per_s: 1000 * frames / (now - clicked),
+                        preview_status_ms: previewSeen === null ? null : previewSeen - clicked,
+                        final_status_ms: finalSeen === null ? null : finalSeen - clicked,
+                        preview_ms: preview === null ? null : preview - clicked,
                         final_ms: now - clicked, previewText, finalText,
                         clicked_epoch_ms: t0 + clicked, final_epoch_ms: t0 + now,
                         preview_epoch_ms: preview === null ? null : t0 + preview});
       }
-      if (text.startsWith('⚠')) return resolve({error: text});
+      if (text.startsWith('⚠')) { clearInterval(poll); return resolve({error: text}); }
     }
     requestAnimationFrame(frame);
   }
@@ -235,6 +250,9 @@ def _idle(page, within_ms: float = 3000, frames: int = 20) -> None:
 
 PER_RUN = ("preview_ms", "final_ms", "model_preview_s", "model_final_s")
 SPLIT = (
+    "frames_per_s",
+    "preview_status_ms",
+    "final_status_ms",
     "dispatch_ms",
     "context_ms",
     "server_preview_ms",
@@ -257,6 +275,11 @@ def _s(ms: float | None) -> float | None:
 def _ms(numbers: dict, key: str) -> str:
     v = numbers["split_median_ms"][key]
     return "n/a" if v is None else f"{v:.0f}"
+
+
+def _fps(numbers: dict) -> str:
+    v = numbers["split_median_ms"]["frames_per_s"]
+    return "n/a" if v is None else f"{v:.1f}"
 
 
 def _fmt(seconds: float | None) -> str:
@@ -308,7 +331,11 @@ Where the time goes (medians, ms; the server's marks are wall-clock lines it wri
 `$WALLWM_TRACE`): click → handler starts {_ms(numbers, "dispatch_ms")}; handler start → first yield
 (robot observation, scene, blueprint) {_ms(numbers, "context_ms")}; click → first preview with frames
 yielded {_ms(numbers, "server_preview_ms")}, then → painted {_ms(numbers, "preview_paint_ms")}; click →
-final yielded {_ms(numbers, "server_final_ms")}, then → painted {_ms(numbers, "final_paint_ms")}.
+final yielded {_ms(numbers, "server_final_ms")}, then → painted {_ms(numbers, "final_paint_ms")}. The
+status text of the first preview reached the page {_ms(numbers, "preview_status_ms")} ms after the click
+(a 2 ms timer, independent of painting), the final's {_ms(numbers, "final_status_ms")}; the page drew
+{_fps(numbers)} frames per second while it waited (the rest of a frame's 16 ms went to the software-GL
+Rerun viewer and Gradio's updates).
 
 Memory over {n} imaginations: studio process {rss[0]:.0f} → {rss[-1]:.0f} MB
 ({numbers["studio_rss_growth_pct"]:+.1f} %, {ok(numbers["studio_rss_growth_pct"], 5.0)} ≤ 5 %); page JS heap
