@@ -334,8 +334,8 @@ yielded {_ms(numbers, "server_preview_ms")}, then → painted {_ms(numbers, "pre
 final yielded {_ms(numbers, "server_final_ms")}, then → painted {_ms(numbers, "final_paint_ms")}. The
 status text of the first preview reached the page {_ms(numbers, "preview_status_ms")} ms after the click
 (a 2 ms timer, independent of painting), the final's {_ms(numbers, "final_status_ms")}; the page drew
-{_fps(numbers)} frames per second while it waited (the rest of a frame's 16 ms went to the software-GL
-Rerun viewer and Gradio's updates).
+{_fps(numbers)} frames per second while it waited (60 on an idle page: fewer means its main thread was
+busy, with the software-GL Rerun viewer and Gradio's updates, or starved of CPU).
 
 Memory over {n} imaginations: studio process {rss[0]:.0f} → {rss[-1]:.0f} MB
 ({numbers["studio_rss_growth_pct"]:+.1f} %, {ok(numbers["studio_rss_growth_pct"], 5.0)} ≤ 5 %); page JS heap
