@@ -16,7 +16,7 @@ import pytest
 
 def _export(sim_session, fmt: str, out: Path) -> list[Path]:
     done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "export", sim_session.id[:8], "--format", fmt,
+        [sys.executable, "-m", "app.cli", "export", sim_session.id, "--format", fmt,
          "--sessions", str(sim_session.root), "--out", str(out)],
         check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
