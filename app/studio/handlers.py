@@ -221,7 +221,12 @@ class Studio:
     # ================================================================ page load
 
     def on_load(self, session: Session) -> Iterator[tuple]:
-        """A new tab: the robot's current task, its default plan, the live observation, the scene."""
+        """A new tab: the robot's current task, its default plan, the live observation, the scene.
+
+        Also yields the session itself, last, as the tab's state: Gradio creates a tab's state
+        on first use without a lock, so an event racing the page load can leave the tab holding
+        a second, empty Session; writing this one back makes the loaded plan the one that stays.
+        """
         scene = self.scene
         session.task, session.seed, session.task_text = scene.task, scene.seed, scene.instruction
         session.set_plan(scene.plan)
@@ -233,7 +238,8 @@ class Studio:
         except BackendError as e:
             message = warn(str(e)) + "\n" + message
         session.message = message
-        yield from self._stream_context(session, message)
+        for outputs in self._stream_context(session, message):
+            yield (*outputs, session)
 
     @rr.thread_local_stream("wallwm")
     def _stream_context(self, session: Session, message: str) -> Iterator[tuple]:

@@ -213,7 +213,7 @@ def build_ui(studio: RecordingStudio) -> gr.Blocks:
         ]
         plan_out = [plan, event_text, plan_text, status]
 
-        loaded = demo.load(studio.on_load, [session], scene_out)
+        loaded = demo.load(studio.on_load, [session], [*scene_out, session])
         loaded.then(lambda: gr.Timer(active=True), None, [timer], queue=False)
         timer.tick(
             studio.tick,
