@@ -242,20 +242,26 @@ def test_latent_cache_is_persistent_and_exact(
     assert len(calls) > 0
 
 
-def test_precomputed_latents_leave_nothing_to_encode(
-    datasets, vae_run: Path, tmp_path, monkeypatch
-) -> None:
+def _precompute(dataset: Path, vae_run: Path, tmp_path: Path, **kw) -> Path:
+    """A run with --precompute-latents into tmp_path/cache; returns the cache."""
     cache = tmp_path / "cache"
     train(
         _cfg(
-            datasets["press"],
+            dataset,
             tmp_path / "a",
-            steps=1,
             init=str(vae_run),
             latent_cache=str(cache),
             precompute_latents=True,
+            **kw,
         )
     )
+    return cache
+
+
+def test_precomputed_latents_leave_nothing_to_encode(
+    datasets, vae_run: Path, tmp_path, monkeypatch
+) -> None:
+    cache = _precompute(datasets["press"], vae_run, tmp_path, steps=1)
     calls = []
     original = WorldActionModel.encode_video
     monkeypatch.setattr(
@@ -273,17 +279,8 @@ def test_an_action_only_run_precomputes_observations_and_no_clip(
     """--video-noise-prob 1: every step reads observation latents only; no clip is encoded."""
     from backend.model.wam import Objective
 
-    cache = tmp_path / "cache"
-    train(
-        _cfg(
-            datasets["press"],
-            tmp_path / "a",
-            steps=3,
-            init=str(vae_run),
-            latent_cache=str(cache),
-            precompute_latents=True,
-            objective=Objective(video_noise_prob=1.0),
-        )
+    cache = _precompute(
+        datasets["press"], vae_run, tmp_path, steps=3, objective=Objective(video_noise_prob=1.0)
     )
     (store,) = [p for p in cache.iterdir() if p.is_dir()]
     assert len(list((store / "obs").glob("*.npy"))) == 1  # the one episode's frames
