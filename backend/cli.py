@@ -41,6 +41,12 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         help="longest chunk of a new model, a multiple of 4 (default: the preset's)",
     )
     p.add_argument(
+        "--keypoints",
+        type=int,
+        help="soft-argmax keypoints per view for the action tower (0 = off; with --init they "
+        "are added fresh to the checkpoint's model; default: the preset's or checkpoint's)",
+    )
+    p.add_argument(
         "--video-noise-prob",
         type=float,
         default=0.5,
@@ -179,6 +185,7 @@ def _train(args: argparse.Namespace) -> int:
         intervention_weight=args.intervention_weight,
         suffixes=not args.no_suffixes,
         h_max=args.h_max,
+        keypoints=args.keypoints,
         objective=Objective(video_noise_prob=args.video_noise_prob),
         keep_every=args.keep_every,
         precompute_latents=args.precompute_latents,

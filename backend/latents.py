@@ -7,6 +7,10 @@ autoencoder) pair:
 
     obs/<episode>.npy            (T, V, C, h, w)     every frame of an episode encoded alone
     clip/<episode>_<start>_<H>.npy  (V, C, F, h, w)  a sample's whole clip of H + 1 frames
+    pixels/<episode>.npy         (T, V, H, W, 3)     uint8 frames, for models with keypoints
+
+(`pixels` holds the decoded frames themselves, for a model whose action tower also looks at the
+observation in pixels, `DenoiserConfig.keypoints`; they are read memory-mapped.)
 
 The autoencoder is causal and encodes the first frame of any clip alone, so `obs` row t is
 exactly latent frame 0 of a clip that starts at t: the action-only training steps (and the
@@ -61,6 +65,7 @@ class LatentStore:
         self.root = Path(root) / key
         (self.root / "obs").mkdir(parents=True, exist_ok=True)
         (self.root / "clip").mkdir(parents=True, exist_ok=True)
+        (self.root / "pixels").mkdir(parents=True, exist_ok=True)
         manifest = self.root / MANIFEST
         if not manifest.exists():
             tmp = manifest.with_suffix(f".{os.getpid()}.tmp")
@@ -82,9 +87,7 @@ class LatentStore:
             if path.exists():
                 self._obs[episode_index] = np.load(path)
             else:
-                ep = source.episode(episode_index)
-                cams = self.cameras or list(ep.frames)
-                frames = np.stack([ep.frames[c] for c in cams], axis=1)[
+                frames = np.array(self._decode(source, episode_index))[
                     :, :, None
                 ]  # (T, V, 1, H, W, 3)
                 rows = [
@@ -94,6 +97,19 @@ class LatentStore:
                 _save(path, array)
                 self._obs[episode_index] = array
         return self._obs[episode_index][t][:, :, None]
+
+    def _decode(self, source, episode_index: int) -> np.ndarray:
+        """An episode's frames (T, V, H, W, 3), decoded once and kept under pixels/."""
+        path = self.root / "pixels" / f"{episode_index:06d}.npy"
+        if not path.exists():
+            ep = source.episode(episode_index)
+            cams = self.cameras or list(ep.frames)
+            _save(path, np.stack([ep.frames[c] for c in cams], axis=1))
+        return np.load(path, mmap_mode="r")  # not kept open: a run reads thousands of episodes
+
+    def frames(self, source, episode_index: int, t: int) -> np.ndarray:
+        """Frame t of an episode in pixels, (V, H, W, 3) uint8, decoding the episode on first use."""
+        return np.asarray(self._decode(source, episode_index)[t])
 
     def clips(self, samples: Sequence[dict], video_of) -> list[np.ndarray]:
         """Latents (V, C, F, h, w) of each sample's clip; `video_of(sample)` gives its frames when missing."""
@@ -114,12 +130,17 @@ class LatentStore:
                 self._clips[k] = z
         return [self._clips[k] for k in keys]
 
-    def fill(self, samples, source, progress=None, clips: bool = True) -> None:
-        """Encode everything a run on `samples` can ask for: every frame of their episodes and
-        (`clips`) the clip of every sample (at its first step), in batches; `progress(n)` after
-        each. A run with only action-only steps reads observation frames and never a clip."""
+    def fill(
+        self, samples, source, progress=None, clips: bool = True, pixels: bool = False
+    ) -> None:
+        """Encode everything a run on `samples` can ask for: every frame of their episodes,
+        (`pixels`) those frames decoded, and (`clips`) the clip of every sample (at its first
+        step), in batches; `progress(n)` after each. A run with only action-only steps reads
+        observation frames and never a clip."""
         for i in sorted({r.episode_index for r in samples.refs}):
             self.obs(source, i, 0)
+            if pixels:
+                self.frames(source, i, 0)
             if progress is not None:
                 progress(1)
         if not clips:

@@ -66,6 +66,9 @@ class TrainConfig:
     preset: str = "tiny"
     # Override the preset's longest chunk (a multiple of 4) for a new model.
     h_max: int | None = None
+    # Soft-argmax keypoint tokens per view for the action tower (DenoiserConfig.keypoints);
+    # None keeps the preset's or the --init checkpoint's; with --init they start fresh.
+    keypoints: int | None = None
     recipe: str = "event"  # event: next-event samples; fixed: 16-step windows, task caption only
     stage: str = "denoiser"  # vae | denoiser | unified
     steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
@@ -341,6 +344,10 @@ def _model_config(cfg: TrainConfig, source: Path | None):
             # fine-tuning (e.g. on exported sessions): the weights were trained in this
             # normaliser's units, so keep it rather than refit it on a small dataset
             normalizer = Normalizer.from_stats(ckpt["normalizer"])
+    if cfg.keypoints is not None:
+        model_cfg = replace(
+            model_cfg, denoiser=replace(model_cfg.denoiser, keypoints=cfg.keypoints)
+        )
     if cfg.vlm_path:
         model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))
     return model_cfg, normalizer
@@ -398,10 +405,13 @@ def train(cfg: TrainConfig) -> dict:
     ):  # init: published (EMA) weights; resume: the raw weights being optimised
         use_ema = cfg.init is not None and (source_ckpt / EMA_FILE).exists()
         weights = source_ckpt / (EMA_FILE if use_ema else MODEL_FILE)
-        if cfg.init is not None and read_config(source_ckpt).get("stage") == "vae":
+        ckpt = read_config(source_ckpt)
+        if cfg.init is not None and ckpt.get("stage") == "vae":
             load_weights(model.vae, weights, prefix="vae.")  # the rest is built from the preset
         else:
-            load_weights(model, weights)
+            had = ckpt["model"].get("denoiser", {}).get("keypoints", 0)
+            fresh = ("denoiser.obs_keypoints.",) if cfg.init and not had else ()
+            load_weights(model, weights, fresh=fresh)
     model.to(device)
 
     for p in model.parameters():
@@ -461,7 +471,13 @@ def train(cfg: TrainConfig) -> dict:
                 desc="encode latents",
                 disable=not cfg.progress or rank != 0,
             ) as fill_bar:
-                store.fill(samples, episodes, fill_bar.update, clips=clips)
+                store.fill(
+                    samples,
+                    episodes,
+                    fill_bar.update,
+                    clips=clips,
+                    pixels=bool(model_cfg.denoiser.keypoints),
+                )
     log_path = out / LOG_FILE
     bar = tqdm(
         total=cfg.steps,
@@ -486,7 +502,16 @@ def train(cfg: TrainConfig) -> dict:
         if objective == "vae":
             parts = net(collate([samples[i] for i in idx]), "vae")
         else:
-            batch, latents = _batch(samples, idx, store, episodes, action_only, cfg.suffixes, rng)
+            batch, latents = _batch(
+                samples,
+                idx,
+                store,
+                episodes,
+                action_only,
+                cfg.suffixes,
+                rng,
+                pixels=bool(model_cfg.denoiser.keypoints),
+            )
             parts = net(
                 batch,
                 objective,
@@ -572,11 +597,13 @@ def _batch(
     action_only: bool,
     suffixes: bool,
     rng: np.random.Generator,
+    pixels: bool = False,
 ) -> tuple[dict, torch.Tensor]:
     """A collated batch without frames, and its latents from the store.
 
     Action-only steps need only the observation's latent frame (B, V, C, 1, h, w) and may start
     an event sample at any of its steps; joint steps take whole clips (B, V, C, F, h, w).
+    `pixels`: the batch also carries the observation frame, "obs_frames" (B, V, H, W, 3) uint8.
     """
     from backend.data.samples import EventSamples, collate
 
@@ -588,7 +615,14 @@ def _batch(
         lat = [store.obs(episodes, int(r["episode_index"]), int(r["start"])) for r in rows]
     else:
         lat = store.clips(rows, samples.video)
-    return collate(rows), torch.from_numpy(np.stack(lat)).float()
+    batch = collate(rows)
+    if pixels:
+        batch["obs_frames"] = torch.from_numpy(
+            np.stack(
+                [store.frames(episodes, int(r["episode_index"]), int(r["start"])) for r in rows]
+            )
+        )
+    return batch, torch.from_numpy(np.stack(lat)).float()
 
 
 @torch.no_grad()

@@ -95,8 +95,16 @@ def load_tensors(path: str | Path, check_finite: bool = True) -> dict[str, torch
     return tensors
 
 
-def check_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: str | Path) -> None:
-    """Refuse a state dict that does not fit `module` exactly, listing what differs."""
+def check_state(
+    module: nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    source: str | Path,
+    fresh: Sequence[str] = (),
+) -> None:
+    """Refuse a state dict that does not fit `module` exactly, listing what differs.
+
+    `fresh`: name prefixes of parts the module adds to the checkpoint (they keep their init).
+    """
     expected = module.state_dict()
     problems = []
     wrong = [
@@ -110,7 +118,7 @@ def check_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: 
             + "; ".join(wrong[:5])
             + (f" (+{len(wrong) - 5} more)" if len(wrong) > 5 else "")
         )
-    missing = [k for k in expected if k not in tensors]
+    missing = [k for k in expected if k not in tensors and not k.startswith(tuple(fresh))]
     if missing:
         problems.append(f"{len(missing)} tensors missing, e.g. {missing[:3]}")
     extra = [k for k in tensors if k not in expected]
@@ -120,17 +128,20 @@ def check_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], source: 
         raise ValueError(f"checkpoint {source} does not fit the model: " + " | ".join(problems))
 
 
-def load_weights(module: nn.Module, path: str | Path, prefix: str = "") -> None:
+def load_weights(
+    module: nn.Module, path: str | Path, prefix: str = "", fresh: Sequence[str] = ()
+) -> None:
     """Load a safetensors file into `module` after checking names, shapes and values.
 
     `prefix`: load only the file's tensors under this prefix (stripped), e.g. "vae." for the
-    autoencoder of a whole-model checkpoint.
+    autoencoder of a whole-model checkpoint. `fresh`: name prefixes of new parts the file may
+    lack (e.g. "denoiser.obs_keypoints." when a run adds keypoints to a trained model).
     """
     tensors = load_tensors(path)
     if prefix:
         tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-    check_state(module, tensors, path)
-    module.load_state_dict(tensors, strict=True)
+    check_state(module, tensors, path, fresh)
+    module.load_state_dict(tensors, strict=not fresh)
 
 
 def _contiguous(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -6,9 +6,10 @@ Public interface (other modules call exactly these):
     cfg = DENOISER_PRESETS["tiny"]                      # or dataclasses.replace(cfg, ...)
     net = WorldActionDenoiser(cfg)
     video_v, action_v = net(video, actions, t_video, t_action, context, context_mask, state,
-                            cond=None, view_mask=None, extra_context=None, compute_video=True)
+                            cond=None, view_mask=None, extra_context=None, compute_video=True,
+                            obs_frames=None)
     kv = net.encode_video(video, t_video, context, context_mask, cond=None, view_mask=None,
-                          extra_context=None, compute_video=False)   # -> VideoKV
+                          extra_context=None, compute_video=False, obs_frames=None)  # VideoKV
     action_v = net.denoise_actions(actions, t_action, state, kv)    # reuse kv every step
     cond = i2v_condition(obs_latents, num_frames)                    # (B, V, 4 + C, F, h, w)
 
@@ -23,6 +24,8 @@ unconditional branch of classifier-free guidance is run); ``state`` (B, state_di
 ``extra_context`` (B, K, extra_context_dim) staircase states of the VLM, projected and appended
 to the instruction tokens of both towers' cross-attention. ``view_mask``: a
 ``attention.ViewMask`` from ``sight_cone.build_attention_mask`` (None = full attention).
+``obs_frames`` uint8 (B, V, H, W, 3): the observation in pixels, for configs with ``keypoints``
+(soft-argmax keypoint tokens, one per view, in front of the action tokens; backend.model.keypoints).
 Outputs: video velocity (B, V, out_channels, F, h, w) (None when ``compute_video`` is False) and
 action velocity (B, H, action_dim).
 
@@ -50,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backend.model.attention import ViewMask, apply_rope, attention, patch_order, rope_freqs_3d
+from backend.model.keypoints import SpatialKeypoints
 
 # Parameter-name prefixes of what this denoiser adds to Wan2.1's video tower.
 ADDITIONS = ("view_embedding", "patch_position_embedding", "extra_context_embedding", "action_")
@@ -86,6 +90,10 @@ class DenoiserConfig:
     action_ffn_dim: int = 256
     h_max: int = 32  # longest chunk: learned positions for this many action tokens
     state_dim: int = 7  # proprio state, one token in front of the actions
+    # Soft-argmax keypoints per view of the observation frame in pixels, one token per view in
+    # front of the actions (backend.model.keypoints; 0 = off: the action tower sees the
+    # observation only through the video tower's keys and values, the paper's layout).
+    keypoints: int = 0
     # --- conditioning ---
     extra_context_dim: int = 0  # width of VLM staircase states (0 = none); appended to the context
 
@@ -128,6 +136,8 @@ class DenoiserConfig:
             )
         if self.freq_dim % 2:
             raise ValueError(f"freq_dim must be even, got {self.freq_dim}")
+        if self.keypoints < 0:
+            raise ValueError(f"keypoints must be >= 0, got {self.keypoints}")
 
     @property
     def dim(self) -> int:
@@ -409,6 +419,7 @@ class VideoKV:
     context_mask: torch.Tensor | None  # (B, L + K) bool, None = all valid
     velocity: torch.Tensor | None = None  # (B, V, C, F, h, w) when computed
     grid: tuple[int, int, int] = field(default=(0, 0, 0))  # (F, h, w) in tokens
+    obs_tokens: torch.Tensor | None = None  # (B, V, A) keypoint tokens of the observation frame
 
 
 class WorldActionDenoiser(nn.Module):
@@ -448,6 +459,9 @@ class WorldActionDenoiser(nn.Module):
         )
         self.action_time_projection = nn.Sequential(nn.SiLU(), nn.Linear(a, a * 6))
         self.action_blocks = nn.ModuleList([ActionBlock(cfg) for _ in range(cfg.num_layers)])
+        self.obs_keypoints = (
+            SpatialKeypoints(cfg.keypoints, a, cfg.num_views) if cfg.keypoints else None
+        )
         self.action_head = Head(a, cfg.action_dim, cfg.eps)
         self._layout_cache: dict[tuple, torch.Tensor] = {}
         self.init_weights()
@@ -590,8 +604,13 @@ class WorldActionDenoiser(nn.Module):
         view_mask: ViewMask | None = None,
         extra_context: torch.Tensor | None = None,
         compute_video: bool = False,
+        obs_frames: torch.Tensor | None = None,
     ) -> VideoKV:
-        """Run the video tower once; return every layer's keys/values (and the velocity if asked)."""
+        """Run the video tower once; return every layer's keys/values (and the velocity if asked).
+
+        `obs_frames` uint8 (B, V, H, W, 3): the observation in pixels, required when the config
+        has `keypoints` (the action tower's keypoint tokens come with the keys and values).
+        """
         cfg = self.cfg
         if video.ndim != 6 or video.shape[2] != cfg.out_channels:
             raise ValueError(
@@ -647,7 +666,18 @@ class WorldActionDenoiser(nn.Module):
         velocity = None
         if compute_video:
             velocity = self._unpatchify(self.head(x, e), B, V, grid)  # (B, V, C, F, h, w)
-        return VideoKV(keys, values, ctx, ctx_mask, velocity, grid)
+        return VideoKV(keys, values, ctx, ctx_mask, velocity, grid, self._obs_tokens(obs_frames, B))
+
+    def _obs_tokens(self, obs_frames: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        if self.obs_keypoints is None:
+            return None
+        if obs_frames is None:
+            raise ValueError(
+                f"this config has keypoints={self.cfg.keypoints}: pass obs_frames (B, V, H, W, 3)"
+            )
+        if obs_frames.shape[0] != batch:
+            raise ValueError(f"obs_frames has batch {obs_frames.shape[0]}, the video {batch}")
+        return self.obs_keypoints(obs_frames)
 
     def denoise_actions(
         self, actions: torch.Tensor, t_action: torch.Tensor, state: torch.Tensor, video_kv: VideoKV
@@ -667,11 +697,13 @@ class WorldActionDenoiser(nn.Module):
             [self.action_state_embedding(state)[:, None], self.action_embedding(actions)], dim=1
         )
         x = x + self.action_pos_embedding[:, : 1 + H]  # (B, 1 + H, A)
+        if video_kv.obs_tokens is not None:  # keypoint tokens between the state and the actions
+            x = torch.cat([x[:, :1], video_kv.obs_tokens.to(x.dtype), x[:, 1:]], dim=1)
         e = self.action_time_embedding(sinusoidal_embedding(t_action, cfg.freq_dim))  # (B, A)
         e0 = self.action_time_projection(e).unflatten(1, (6, -1))  # (B, 6, A)
         for block, k, v in zip(self.action_blocks, video_kv.keys, video_kv.values, strict=True):
             x = block(x, e0, k, v, video_kv.context, video_kv.context_mask)
-        return self.action_head(x[:, 1:], e)  # (B, H, action_dim)
+        return self.action_head(x[:, x.shape[1] - H :], e)  # (B, H, action_dim)
 
     def forward(
         self,
@@ -686,10 +718,19 @@ class WorldActionDenoiser(nn.Module):
         view_mask: ViewMask | None = None,
         extra_context: torch.Tensor | None = None,
         compute_video: bool = True,
+        obs_frames: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Joint denoising step: (video velocity or None, action velocity)."""
         kv = self.encode_video(
-            video, t_video, context, context_mask, cond, view_mask, extra_context, compute_video
+            video,
+            t_video,
+            context,
+            context_mask,
+            cond,
+            view_mask,
+            extra_context,
+            compute_video,
+            obs_frames,
         )
         return kv.velocity, self.denoise_actions(actions, t_action, state, kv)
 

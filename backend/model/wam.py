@@ -367,6 +367,11 @@ class WorldActionModel(nn.Module):
             if out.caption_loss is not None:
                 losses["caption"] = out.caption_loss
 
+        obs_frames = None
+        if self.config.denoiser.keypoints:  # the observation frame in pixels, for the keypoints
+            frames = batch["obs_frames"] if "obs_frames" in batch else batch["video"][:, :, 0]
+            obs_frames = self._resize(frames).to(dev)  # (B, V, H, W, 3) uint8
+
         t_v = torch.ones(B, device=dev) if action_only else sample_timesteps(B, dev)
         t_a = sample_timesteps(B, dev)
         nv, na = torch.randn_like(latents), torch.randn_like(a0)
@@ -384,6 +389,7 @@ class WorldActionModel(nn.Module):
             vmask,
             extra,
             compute_video=not action_only,
+            obs_frames=obs_frames,
         )
 
         if not action_only:
@@ -462,9 +468,15 @@ class WorldActionModel(nn.Module):
             out = self.vlm(obs_lat[:, :, :, 0], [instruction], propose=True)
             extra, proposal = out.states, out.proposals[0]
             timings["vlm_s"] = time.perf_counter() - t1
+        obs_frames = (
+            self._resize(images[:, :, 0]).to(self.device)
+            if self.config.denoiser.keypoints
+            else None
+        )
         use_cfg = guidance != 1.0
         if use_cfg:  # batch row 1: the same inputs without the instruction
             cond, state = cond.repeat(2, 1, 1, 1, 1, 1), state.repeat(2, 1)
+            obs_frames = obs_frames.repeat(2, 1, 1, 1, 1) if obs_frames is not None else None
             ctx, ctx_mask = ctx.repeat(2, 1, 1), torch.cat([ctx_mask, torch.zeros_like(ctx_mask)])
             extra = extra.repeat(2, 1, 1) if extra is not None else None
         vmask = (
@@ -480,6 +492,7 @@ class WorldActionModel(nn.Module):
             ctx=ctx,
             ctx_mask=ctx_mask,
             extra=extra,
+            obs_frames=obs_frames,
             vmask=vmask,
             proposal=proposal,
             timings=timings,
@@ -597,6 +610,7 @@ class WorldActionModel(nn.Module):
                 p["cond"],
                 p["vmask"],
                 p["extra"],
+                obs_frames=p["obs_frames"],
             )
             vv, va = self._split(vv, guidance, use_cfg), self._split(va, guidance, use_cfg)
             preview = self._finish(predict_x0(xa, va, t[:1]), mode, instruction, p)
@@ -681,6 +695,7 @@ class WorldActionModel(nn.Module):
             p["vmask"],
             p["extra"],
             compute_video=False,
+            obs_frames=p["obs_frames"],
         )
         ts = sampling_schedule(steps, self.config.sampling_shift).tolist()
         for i in range(steps):

@@ -1,6 +1,7 @@
 """The training recipe: what each stage trains on, which weights and statistics travel between
 stages, the action frame, and the persistent latent cache (real sim episodes, real files)."""
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -285,3 +286,36 @@ def test_an_action_only_run_precomputes_observations_and_no_clip(
     (store,) = [p for p in cache.iterdir() if p.is_dir()]
     assert len(list((store / "obs").glob("*.npy"))) == 1  # the one episode's frames
     assert list((store / "clip").glob("*.npy")) == []
+
+
+def test_keypoints_join_a_trained_model_and_read_cached_pixels(
+    datasets, vae_run: Path, tmp_path
+) -> None:
+    """--keypoints with --init: the trained weights load, the keypoint encoder starts fresh,
+    action-only steps read the observation frames from the cache, and both inference paths run."""
+    from backend.model.wam import Objective
+
+    train(_cfg(datasets["pick"], tmp_path / "base", steps=1, init=str(vae_run)))
+    base = tmp_path / "base" / CHECKPOINT_DIR
+    cache = _precompute(
+        datasets["pick"],
+        base,
+        tmp_path,
+        steps=2,
+        keypoints=4,
+        objective=Objective(video_noise_prob=1.0),
+    )
+    (store,) = [p for p in cache.iterdir() if p.is_dir()]
+    pixels = sorted((store / "pixels").glob("*.npy"))
+    assert len(pixels) == 2  # both episodes' frames, decoded once
+    ep = EventDataset(datasets["pick"]).episode(1)
+    first_camera = json.loads((store / "manifest.json").read_text())["cameras"][0]
+    np.testing.assert_array_equal(np.load(pixels[1])[:, 0], ep.frames[first_camera])
+
+    run = tmp_path / "a" / CHECKPOINT_DIR
+    assert read_config(run)["model"]["denoiser"]["keypoints"] == 4
+    model = WorldActionModel.from_checkpoint(run)
+    assert model.denoiser.obs_keypoints is not None
+    obs = Observation({c: f[3] for c, f in ep.frames.items()}, ep.states[3], ep.cameras)
+    assert model.predict_actions(obs, "grasp", steps=2).actions.shape[1] == 7
+    assert model.imagine(obs, "grasp", steps=1, horizon=4).actions.shape[1] == 7

@@ -1,0 +1,83 @@
+"""Keypoint tokens: the soft-argmax finds what is bright, and the action tower reads the frames."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from backend.model.denoiser import DENOISER_PRESETS, WorldActionDenoiser, i2v_condition
+from backend.model.keypoints import SpatialKeypoints, soft_argmax
+
+CFG = dataclasses.replace(DENOISER_PRESETS["tiny"], num_layers=2, keypoints=8)
+
+
+@pytest.mark.parametrize("row, col", [(0, 0), (3, 12), (15, 7)])
+def test_soft_argmax_lands_on_the_peak(row, col):
+    maps = torch.zeros(1, 1, 16, 16)
+    maps[0, 0, row, col] = 1.0
+    ((x, y),) = soft_argmax(maps, torch.tensor(6.0))[0]  # e^6: a sharp softmax
+    grid = torch.linspace(-1, 1, 16)
+    assert abs(x - grid[col]) < 1e-3 and abs(y - grid[row]) < 1e-3
+
+
+def test_keypoints_follow_an_object_across_the_image():
+    """A fixed edge detector as the last layer: the keypoint moves with a white square."""
+    torch.manual_seed(0)
+    enc = SpatialKeypoints(keypoints=1, width=16, views=2)
+    with torch.no_grad():  # the net's output = mean brightness seen by the last conv
+        for m in enc.features:
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                m.bias.zero_()
+        enc.features[0].weight[:, :, 2, 2] = 1.0  # centre tap: brightness
+        for i in (3, 6, 9):
+            enc.features[i].weight[:, :, 1, 1] = torch.eye(
+                enc.features[i].weight.shape[0], enc.features[i].weight.shape[1]
+            )
+        enc.features[12].weight.fill_(1.0)
+        enc.log_temperature.fill_(2.0)
+    frames = torch.zeros(1, 2, 64, 64, 3, dtype=torch.uint8)
+    frames[0, 0, 8:16, 40:48] = 255  # view 0: top right
+    frames[0, 1, 44:52, 8:16] = 255  # view 1: bottom left
+    pts = enc.points(frames)[0, :, 0]  # (V, 2)
+    assert pts[0, 0] > 0.2 and pts[0, 1] < -0.2
+    assert pts[1, 0] < -0.2 and pts[1, 1] > 0.2
+    assert enc(frames).shape == (1, 2, 16)
+
+
+def _inputs(B=2, V=3, h=4, w=4, H=8):
+    g = torch.Generator().manual_seed(0)
+    return dict(
+        video=torch.randn(B, V, CFG.out_channels, 1, h, w, generator=g),
+        t_video=torch.ones(B),
+        context=torch.randn(B, 5, CFG.text_dim, generator=g),
+        context_mask=None,
+        cond=i2v_condition(torch.randn(B, V, CFG.out_channels, 1, h, w, generator=g), 1),
+    ), dict(
+        actions=torch.randn(B, H, CFG.action_dim, generator=g),
+        t_action=torch.rand(B, generator=g),
+        state=torch.randn(B, CFG.state_dim, generator=g),
+    )
+
+
+def test_the_action_tower_reads_the_frames():
+    torch.manual_seed(0)
+    net = WorldActionDenoiser(CFG).eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(net.action_head.head.weight, std=0.1)  # a fresh head outputs zero
+    video, act = _inputs()
+    frames = torch.randint(0, 255, (2, 3, 64, 64, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        a = net.denoise_actions(**act, video_kv=net.encode_video(**video, obs_frames=frames))
+        b = net.denoise_actions(
+            **act, video_kv=net.encode_video(**video, obs_frames=frames.flip(2))
+        )
+    assert a.shape == act["actions"].shape
+    assert (a - b).abs().max() > 1e-4  # other frames, other actions
+
+
+def test_missing_frames_are_a_clear_error():
+    net = WorldActionDenoiser(CFG)
+    video, _ = _inputs()
+    with pytest.raises(ValueError, match="obs_frames"):
+        net.encode_video(**video)
