@@ -53,6 +53,11 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         help="share of steps in the action-only layout the closed-loop policy runs (0..1)",
     )
     p.add_argument(
+        "--freeze-video-tower",
+        action="store_true",
+        help="train the action tower (and its keypoints) only: the imagined video stays as it is",
+    )
+    p.add_argument(
         "--no-suffixes",
         action="store_true",
         help="action-only steps start at the event's first step, not a random one",
@@ -184,6 +189,7 @@ def _train(args: argparse.Namespace) -> int:
         balanced=not args.no_balance,
         intervention_weight=args.intervention_weight,
         suffixes=not args.no_suffixes,
+        freeze_video_tower=args.freeze_video_tower,
         h_max=args.h_max,
         keypoints=args.keypoints,
         objective=Objective(video_noise_prob=args.video_noise_prob),

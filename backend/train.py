@@ -94,6 +94,9 @@ class TrainConfig:
     # Latent cache directory (default OUT/latents); runs on the same data and VAE share it.
     latent_cache: str | None = None
     suffixes: bool = True  # action-only steps start event samples at a random step of the event
+    # Denoiser stage: train only the action tower (and its keypoint encoder); the video tower,
+    # and so every imagined video, stays exactly as --init left it.
+    freeze_video_tower: bool = False
     precompute_latents: bool = (
         False  # encode every latent before the first step (else on first use)
     )
@@ -120,6 +123,8 @@ class TrainConfig:
             raise ValueError(f"keep_every must be >= 0, got {self.keep_every}")
         if self.intervention_weight < 0:
             raise ValueError(f"intervention_weight must be >= 0, got {self.intervention_weight}")
+        if self.freeze_video_tower and self.stage == "vae":
+            raise ValueError("--freeze-video-tower is for the denoiser and unified stages")
         if self.resume and self.init:
             raise ValueError("--resume continues this run's own checkpoint; drop --init")
 
@@ -204,6 +209,10 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     span = max(1, cfg.steps - cfg.warmup_steps)
     progress = min(1.0, (step - cfg.warmup_steps) / span)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# The denoiser's action-side parameters (everything else is the video tower and its embedders).
+ACTION_TOWER = ("action_", "obs_keypoints.")
 
 
 def _trainable(model, stage: str) -> list[nn.Module]:
@@ -418,6 +427,9 @@ def train(cfg: TrainConfig) -> dict:
         p.requires_grad_(False)
     for m in _trainable(model, cfg.stage):
         m.requires_grad_(True)
+    if cfg.freeze_video_tower:
+        for name, p in model.denoiser.named_parameters():
+            p.requires_grad_(name.startswith(ACTION_TOWER))
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizers = _optimizers(cfg, params)
     ema = EMA(model, cfg.ema_decay)

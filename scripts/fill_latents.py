@@ -38,7 +38,8 @@ def main() -> None:
     torch.set_num_threads(1)
     model = WorldActionModel.from_checkpoint(args.checkpoint).eval()
     episodes = frameless(EventDataset(args.dataset))
-    store = LatentStore(args.cache, model, str(args.dataset.resolve()), list(model.cameras))
+    cameras = list(episodes.episode(0).cameras)  # as the trainer names them
+    store = LatentStore(args.cache, model, str(args.dataset.resolve()), cameras)
     print(f"cache {store.root}")
     mine = range(part, episodes.num_episodes, parts)
     for i in tqdm(mine, desc=f"part {part}/{parts}"):

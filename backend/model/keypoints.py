@@ -31,7 +31,7 @@ def soft_argmax(maps: torch.Tensor, log_temperature: torch.Tensor) -> torch.Tens
 class SpatialKeypoints(nn.Module):
     """uint8 frames (B, V, H, W, 3) -> (B, V, width): K soft-argmax keypoints per view, embedded."""
 
-    def __init__(self, keypoints: int, width: int, views: int, channels: int = 32):
+    def __init__(self, keypoints: int, width: int, views: int, channels: int = 16):
         super().__init__()
         c = channels
 

@@ -12,7 +12,7 @@ import torch
 
 from backend.data.lerobot import EventDataset, write_dataset
 from backend.data.samples import ClipSamples, EventSamples, FixedWindowSamples, frameless
-from backend.model.checkpoint import read_config
+from backend.model.checkpoint import EMA_FILE, MODEL_FILE, load_tensors, read_config
 from backend.model.presets import get_preset
 from backend.model.wam import Observation, WorldActionModel, from_model_actions, to_model_actions
 from backend.train import (
@@ -303,6 +303,7 @@ def test_keypoints_join_a_trained_model_and_read_cached_pixels(
         tmp_path,
         steps=2,
         keypoints=4,
+        freeze_video_tower=True,
         objective=Objective(video_noise_prob=1.0),
     )
     (store,) = [p for p in cache.iterdir() if p.is_dir()]
@@ -314,6 +315,11 @@ def test_keypoints_join_a_trained_model_and_read_cached_pixels(
 
     run = tmp_path / "a" / CHECKPOINT_DIR
     assert read_config(run)["model"]["denoiser"]["keypoints"] == 4
+    before, after = load_tensors(base / EMA_FILE), load_tensors(run / MODEL_FILE)
+    video = [k for k in after if k.startswith("denoiser.blocks.")]
+    action = [k for k in after if k.startswith("denoiser.action_blocks.")]
+    assert video and all(torch.equal(before[k], after[k]) for k in video)  # frozen
+    assert any(not torch.equal(before[k], after[k]) for k in action)  # trained
     model = WorldActionModel.from_checkpoint(run)
     assert model.denoiser.obs_keypoints is not None
     obs = Observation({c: f[3] for c, f in ep.frames.items()}, ep.states[3], ep.cameras)
