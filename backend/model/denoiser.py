@@ -25,7 +25,8 @@ unconditional branch of classifier-free guidance is run); ``state`` (B, state_di
 to the instruction tokens of both towers' cross-attention. ``view_mask``: a
 ``attention.ViewMask`` from ``sight_cone.build_attention_mask`` (None = full attention).
 ``obs_frames`` uint8 (B, V, H, W, 3): the observation in pixels, for configs with ``keypoints``
-(soft-argmax keypoint tokens, one per view, in front of the action tokens; backend.model.keypoints).
+(soft-argmax keypoints that, with the state, condition the action tower's adaLN;
+backend.model.keypoints).
 Outputs: video velocity (B, V, out_channels, F, h, w) (None when ``compute_video`` is False) and
 action velocity (B, H, action_dim).
 
@@ -90,9 +91,9 @@ class DenoiserConfig:
     action_ffn_dim: int = 256
     h_max: int = 32  # longest chunk: learned positions for this many action tokens
     state_dim: int = 7  # proprio state, one token in front of the actions
-    # Soft-argmax keypoints per view of the observation frame in pixels, one token per view in
-    # front of the actions (backend.model.keypoints; 0 = off: the action tower sees the
-    # observation only through the video tower's keys and values, the paper's layout).
+    # Soft-argmax keypoints per view of the observation frame in pixels, with the state through
+    # an MLP into the action tower's adaLN conditioning (backend.model.keypoints; 0 = off: the
+    # action tower sees the views only through the video tower's keys and values, the paper's).
     keypoints: int = 0
     # --- conditioning ---
     extra_context_dim: int = 0  # width of VLM staircase states (0 = none); appended to the context
@@ -419,7 +420,7 @@ class VideoKV:
     context_mask: torch.Tensor | None  # (B, L + K) bool, None = all valid
     velocity: torch.Tensor | None = None  # (B, V, C, F, h, w) when computed
     grid: tuple[int, int, int] = field(default=(0, 0, 0))  # (F, h, w) in tokens
-    obs_tokens: torch.Tensor | None = None  # (B, V, A) keypoint tokens of the observation frame
+    obs_points: torch.Tensor | None = None  # (B, V, K, 2) keypoints of the observation frame
 
 
 class WorldActionDenoiser(nn.Module):
@@ -460,7 +461,9 @@ class WorldActionDenoiser(nn.Module):
         self.action_time_projection = nn.Sequential(nn.SiLU(), nn.Linear(a, a * 6))
         self.action_blocks = nn.ModuleList([ActionBlock(cfg) for _ in range(cfg.num_layers)])
         self.obs_keypoints = (
-            SpatialKeypoints(cfg.keypoints, a, cfg.num_views) if cfg.keypoints else None
+            SpatialKeypoints(cfg.keypoints, a, cfg.num_views, cfg.state_dim)
+            if cfg.keypoints
+            else None
         )
         self.action_head = Head(a, cfg.action_dim, cfg.eps)
         self._layout_cache: dict[tuple, torch.Tensor] = {}
@@ -493,6 +496,8 @@ class WorldActionDenoiser(nn.Module):
         if self.patch_position_embedding is not None:
             nn.init.zeros_(self.patch_position_embedding.weight)
             nn.init.zeros_(self.patch_position_embedding.bias)
+        if self.obs_keypoints is not None:  # fresh keypoints change nothing at first
+            self.obs_keypoints.zero_output()
 
     # ------------------------------------------------------------------ helpers
 
@@ -609,7 +614,7 @@ class WorldActionDenoiser(nn.Module):
         """Run the video tower once; return every layer's keys/values (and the velocity if asked).
 
         `obs_frames` uint8 (B, V, H, W, 3): the observation in pixels, required when the config
-        has `keypoints` (the action tower's keypoint tokens come with the keys and values).
+        has `keypoints` (their keypoints come with the keys and values, for the action tower).
         """
         cfg = self.cfg
         if video.ndim != 6 or video.shape[2] != cfg.out_channels:
@@ -666,9 +671,9 @@ class WorldActionDenoiser(nn.Module):
         velocity = None
         if compute_video:
             velocity = self._unpatchify(self.head(x, e), B, V, grid)  # (B, V, C, F, h, w)
-        return VideoKV(keys, values, ctx, ctx_mask, velocity, grid, self._obs_tokens(obs_frames, B))
+        return VideoKV(keys, values, ctx, ctx_mask, velocity, grid, self._obs_points(obs_frames, B))
 
-    def _obs_tokens(self, obs_frames: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    def _obs_points(self, obs_frames: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         if self.obs_keypoints is None:
             return None
         if obs_frames is None:
@@ -677,7 +682,7 @@ class WorldActionDenoiser(nn.Module):
             )
         if obs_frames.shape[0] != batch:
             raise ValueError(f"obs_frames has batch {obs_frames.shape[0]}, the video {batch}")
-        return self.obs_keypoints(obs_frames)
+        return self.obs_keypoints.points(obs_frames)
 
     def denoise_actions(
         self, actions: torch.Tensor, t_action: torch.Tensor, state: torch.Tensor, video_kv: VideoKV
@@ -697,13 +702,15 @@ class WorldActionDenoiser(nn.Module):
             [self.action_state_embedding(state)[:, None], self.action_embedding(actions)], dim=1
         )
         x = x + self.action_pos_embedding[:, : 1 + H]  # (B, 1 + H, A)
-        if video_kv.obs_tokens is not None:  # keypoint tokens between the state and the actions
-            x = torch.cat([x[:, :1], video_kv.obs_tokens.to(x.dtype), x[:, 1:]], dim=1)
         e = self.action_time_embedding(sinusoidal_embedding(t_action, cfg.freq_dim))  # (B, A)
+        if self.obs_keypoints is not None:  # where things are, where the hand is: into adaLN
+            if video_kv.obs_points is None:
+                raise ValueError("this config has keypoints: encode_video needs obs_frames")
+            e = e + self.obs_keypoints.embed(video_kv.obs_points, state).to(e.dtype)
         e0 = self.action_time_projection(e).unflatten(1, (6, -1))  # (B, 6, A)
         for block, k, v in zip(self.action_blocks, video_kv.keys, video_kv.values, strict=True):
             x = block(x, e0, k, v, video_kv.context, video_kv.context_mask)
-        return self.action_head(x[:, x.shape[1] - H :], e)  # (B, H, action_dim)
+        return self.action_head(x[:, 1:], e)  # (B, H, action_dim)
 
     def forward(
         self,

@@ -1,4 +1,4 @@
-"""Keypoint tokens: the soft-argmax finds what is bright, and the action tower reads the frames."""
+"""Keypoints: the soft-argmax finds what is bright, and the action tower reads the frames."""
 
 import dataclasses
 
@@ -23,7 +23,7 @@ def test_soft_argmax_lands_on_the_peak(row, col):
 def test_keypoints_follow_an_object_across_the_image():
     """A fixed edge detector as the last layer: the keypoint moves with a white square."""
     torch.manual_seed(0)
-    enc = SpatialKeypoints(keypoints=1, width=16, views=2)
+    enc = SpatialKeypoints(keypoints=1, width=16, views=2, state_dim=7)
     with torch.no_grad():  # the net's output = mean brightness seen by the last conv
         for m in enc.features:
             if isinstance(m, torch.nn.Conv2d):
@@ -42,7 +42,7 @@ def test_keypoints_follow_an_object_across_the_image():
     pts = enc.points(frames)[0, :, 0]  # (V, 2)
     assert pts[0, 0] > 0.2 and pts[0, 1] < -0.2
     assert pts[1, 0] < -0.2 and pts[1, 1] > 0.2
-    assert enc(frames).shape == (1, 2, 16)
+    assert enc.embed(enc.points(frames), torch.zeros(1, 7)).shape == (1, 16)
 
 
 def _inputs(B=2, V=3, h=4, w=4, H=8):
@@ -60,20 +60,24 @@ def _inputs(B=2, V=3, h=4, w=4, H=8):
     )
 
 
-def test_the_action_tower_reads_the_frames():
+def test_fresh_keypoints_change_nothing_and_trained_ones_read_the_frames():
     torch.manual_seed(0)
     net = WorldActionDenoiser(CFG).eval()
     with torch.no_grad():
         torch.nn.init.normal_(net.action_head.head.weight, std=0.1)  # a fresh head outputs zero
     video, act = _inputs()
     frames = torch.randint(0, 255, (2, 3, 64, 64, 3), dtype=torch.uint8)
-    with torch.no_grad():
-        a = net.denoise_actions(**act, video_kv=net.encode_video(**video, obs_frames=frames))
-        b = net.denoise_actions(
-            **act, video_kv=net.encode_video(**video, obs_frames=frames.flip(2))
-        )
+
+    def actions(f):
+        with torch.no_grad():
+            return net.denoise_actions(**act, video_kv=net.encode_video(**video, obs_frames=f))
+
+    a = actions(frames)
     assert a.shape == act["actions"].shape
-    assert (a - b).abs().max() > 1e-4  # other frames, other actions
+    torch.testing.assert_close(actions(frames.flip(2)), a)  # zero-initialised: no effect yet
+    with torch.no_grad():
+        torch.nn.init.normal_(net.obs_keypoints.mlp[-1].weight, std=0.1)  # as if trained
+    assert (actions(frames.flip(2)) - actions(frames)).abs().max() > 1e-4
 
 
 def test_missing_frames_are_a_clear_error():
