@@ -611,6 +611,8 @@ class Studio:
             ]
         except LinkError:
             mode = skip
+        if not handle.finished.done():  # accepted and not finished: the robot is executing it
+            mode = "EXECUTING"
         yield (
             stream.read(),
             f"Executing event {k + 1}: {text} ({im.length} steps)",

@@ -59,7 +59,9 @@ def build_ui(studio: RecordingStudio) -> gr.Blocks:
         with gr.Row(elem_id="topbar", equal_height=True):
             gr.Markdown("### WALL-WM Studio", min_width=140, scale=0)
             link = gr.HTML(min_width=150)
-            mode = gr.Textbox(label="Robot mode", interactive=False, min_width=110, scale=1)
+            mode = gr.Textbox(
+                label="Robot mode", interactive=False, min_width=110, scale=1, elem_id="robot-mode"
+            )
             progress = gr.HTML(min_width=300)
             latency = gr.Textbox(label="Model latency", interactive=False, min_width=200, scale=2)
             saved = gr.Textbox(label="Session", interactive=False, min_width=220, scale=2)

@@ -461,7 +461,7 @@ class WorldActionDenoiser(nn.Module):
         self.action_time_projection = nn.Sequential(nn.SiLU(), nn.Linear(a, a * 6))
         self.action_blocks = nn.ModuleList([ActionBlock(cfg) for _ in range(cfg.num_layers)])
         self.obs_keypoints = (
-            SpatialKeypoints(cfg.keypoints, a, cfg.num_views, cfg.state_dim)
+            SpatialKeypoints(cfg.keypoints, a, cfg.num_views, cfg.state_dim, text_width=d)
             if cfg.keypoints
             else None
         )

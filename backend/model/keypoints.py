@@ -46,7 +46,15 @@ class SpatialKeypoints(nn.Module):
     given fresh keypoints predicts exactly what it did before.
     """
 
-    def __init__(self, keypoints: int, width: int, views: int, state_dim: int, channels: int = 16):
+    def __init__(
+        self,
+        keypoints: int,
+        width: int,
+        views: int,
+        state_dim: int,
+        text_width: int = 0,
+        channels: int = 16,
+    ):
         super().__init__()
         c = channels
         self.views = views
@@ -70,6 +78,19 @@ class SpatialKeypoints(nn.Module):
             nn.GELU(approximate="tanh"),
             nn.Linear(4 * width, width),
         )
+        # Training aid (`Objective.keypoint_weight`): from the conditioning vector and the
+        # instruction, regress where the chunk ends (normalised position, relative to the
+        # state). A direct loss teaches the encoder to localise in a few hundred steps; through
+        # the flow loss alone it had not started after 1 400 (docs/training.md).
+        self.endpoint = (
+            nn.Sequential(
+                nn.Linear(width + text_width, 4 * width),
+                nn.GELU(approximate="tanh"),
+                nn.Linear(4 * width, 3),
+            )
+            if text_width
+            else None
+        )
 
     def zero_output(self) -> None:
         nn.init.zeros_(self.mlp[-1].weight)
@@ -88,6 +109,12 @@ class SpatialKeypoints(nn.Module):
         dtype = self.mlp[0].weight.dtype
         pts = soft_argmax(self.features(x.to(dtype)), self.log_temperature)  # (B*V, K, 2)
         return pts.unflatten(0, (b, v))
+
+    def predict_endpoint(self, embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, width) conditioning vector + (B, text_width) pooled instruction -> (B, 3)."""
+        if self.endpoint is None:
+            raise ValueError("this encoder was built without an endpoint head (text_width=0)")
+        return self.endpoint(torch.cat([embedding, text.to(embedding.dtype)], dim=1))
 
     def embed(self, points: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """(B, V, K, 2) keypoints + (B, state_dim) normalised state -> (B, width)."""

@@ -78,6 +78,9 @@ class Objective:
     video_weight: float = 1.0
     action_weight: float = 1.0
     caption_weight: float = 0.1  # VLM next-event text (unified mode)
+    # Models with keypoints: weight of the endpoint regression that teaches the keypoint
+    # encoder to localise (backend.model.keypoints); 0 = flow loss only.
+    keypoint_weight: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("uncond_prob", "video_noise_prob"):
@@ -377,20 +380,20 @@ class WorldActionModel(nn.Module):
         nv, na = torch.randn_like(latents), torch.randn_like(a0)
         xv, xa = add_noise(latents, nv, t_v), add_noise(a0, na, t_a)
         vmask = self.view_mask(batch.get("cameras"), n_lat, V)
-        pv, pa = self.denoiser(
+        kv = self.denoiser.encode_video(
             xv,
-            xa,
             t_v,
-            t_a,
             ctx,
             ctx_mask,
-            state,
             cond,
             vmask,
             extra,
             compute_video=not action_only,
             obs_frames=obs_frames,
         )
+        pv, pa = kv.velocity, self.denoiser.denoise_actions(xa, t_a, state, kv)
+        if kv.obs_points is not None and oc.keypoint_weight > 0:
+            losses["keypoint"] = self._endpoint_loss(kv, state, a0, valid, keep.to(dev))
 
         if not action_only:
             # Latent frame f >= 1 stands for frames 4f-3 .. 4f; it counts when its first frame is real.
@@ -407,8 +410,28 @@ class WorldActionModel(nn.Module):
             total = total + oc.video_weight * losses["video"]
         if "caption" in losses:
             total = total + oc.caption_weight * losses["caption"]
+        if "keypoint" in losses:
+            total = total + oc.keypoint_weight * losses["keypoint"]
         losses["loss"] = total
         return losses
+
+    def _endpoint_loss(self, kv, state, a0, valid, keep) -> torch.Tensor:
+        """MSE of the keypoint encoder's guess of where the chunk ends (normalised, relative),
+        given the instruction; rows whose instruction was dropped are left out."""
+        kp = self.denoiser.obs_keypoints
+        last = valid.long().sum(1).clamp(min=1) - 1  # (B,) last valid step
+        target = a0[torch.arange(len(a0), device=a0.device), last, :3]  # (B, 3)
+        mask = kv.context_mask
+        ctx = kv.context[:, : mask.shape[1]] if mask is not None else kv.context
+        if mask is None:
+            text = ctx.mean(1)
+        else:
+            w = mask.to(ctx.dtype)[..., None]
+            text = (ctx * w).sum(1) / w.sum(1).clamp(min=1.0)
+        pred = kp.predict_endpoint(kp.embed(kv.obs_points, state), text)
+        err = ((pred.float() - target.float()) ** 2).mean(1)  # (B,)
+        k = keep.float()
+        return (err * k).sum() / k.sum().clamp(min=1.0)
 
     # ---- inference --------------------------------------------------------------------------
 

@@ -315,6 +315,8 @@ def test_keypoints_join_a_trained_model_and_read_cached_pixels(
 
     run = tmp_path / "a" / CHECKPOINT_DIR
     assert read_config(run)["model"]["denoiser"]["keypoints"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    assert all(r["keypoint"] > 0 for r in rows)  # the endpoint regression trains the encoder
     before, after = load_tensors(base / EMA_FILE), load_tensors(run / MODEL_FILE)
     video = [k for k in after if k.startswith("denoiser.blocks.")]
     action = [k for k in after if k.startswith("denoiser.action_blocks.")]

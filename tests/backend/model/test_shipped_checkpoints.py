@@ -35,3 +35,23 @@ def test_a_shipped_checkpoint_is_small_and_inference_only(directory):
 def test_a_shipped_checkpoint_reproduces_its_stored_output(directory):
     diff = check_reference(directory)  # raises with the differences past tolerance
     assert diff["chunk"] <= 1e-3 and diff["video_mean_abs"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "seed, shift", [(4, (0.04, 0.0)), (9, (0.0, 0.05)), (14, (-0.04, 0.0))], ids=str
+)
+def test_the_shipped_event_policy_reaches_for_the_block_where_it_is(seed, shift):
+    """Slide the block before "go over the blue block": the predicted target moves with it.
+
+    A policy that ignores the views (the failure this guards against: a fixed move per
+    instruction) has a follow ratio near 0; one that reads them, near 1.
+    """
+    from backend.eval.closed_loop import caption_track_of
+    from backend.eval.probe import target_follow
+    from backend.model.checkpoint import read_config
+    from backend.model.wam import WorldActionModel
+
+    model = WorldActionModel.from_checkpoint(SHIPPED_CHECKPOINT).eval()
+    track = caption_track_of(read_config(SHIPPED_CHECKPOINT))
+    r = target_follow(model, seed, shift, caption_track=track)
+    assert r["follow_ratio"] > 0.5, r
