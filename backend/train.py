@@ -353,9 +353,11 @@ def _model_config(cfg: TrainConfig, source: Path | None):
             # fine-tuning (e.g. on exported sessions): the weights were trained in this
             # normaliser's units, so keep it rather than refit it on a small dataset
             normalizer = Normalizer.from_stats(ckpt["normalizer"])
-    if cfg.keypoints is not None:
+    if cfg.keypoints is not None and cfg.keypoints != model_cfg.denoiser.keypoints:
+        # fresh keypoints, in the current design: their MLP reads the instruction too
         model_cfg = replace(
-            model_cfg, denoiser=replace(model_cfg.denoiser, keypoints=cfg.keypoints)
+            model_cfg,
+            denoiser=replace(model_cfg.denoiser, keypoints=cfg.keypoints, keypoint_text=True),
         )
     if cfg.vlm_path:
         model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))

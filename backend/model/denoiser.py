@@ -95,6 +95,9 @@ class DenoiserConfig:
     # an MLP into the action tower's adaLN conditioning (backend.model.keypoints; 0 = off: the
     # action tower sees the views only through the video tower's keys and values, the paper's).
     keypoints: int = 0
+    # The keypoint MLP also reads the pooled instruction, so its vector can say where the
+    # *named* object is ("go over the red button" among three); False: keypoints + state only.
+    keypoint_text: bool = False
     # --- conditioning ---
     extra_context_dim: int = 0  # width of VLM staircase states (0 = none); appended to the context
 
@@ -461,7 +464,14 @@ class WorldActionDenoiser(nn.Module):
         self.action_time_projection = nn.Sequential(nn.SiLU(), nn.Linear(a, a * 6))
         self.action_blocks = nn.ModuleList([ActionBlock(cfg) for _ in range(cfg.num_layers)])
         self.obs_keypoints = (
-            SpatialKeypoints(cfg.keypoints, a, cfg.num_views, cfg.state_dim, text_width=d)
+            SpatialKeypoints(
+                cfg.keypoints,
+                a,
+                cfg.num_views,
+                cfg.state_dim,
+                text_width=d,
+                embed_text=cfg.keypoint_text,
+            )
             if cfg.keypoints
             else None
         )
@@ -706,7 +716,8 @@ class WorldActionDenoiser(nn.Module):
         if self.obs_keypoints is not None:  # where things are, where the hand is: into adaLN
             if video_kv.obs_points is None:
                 raise ValueError("this config has keypoints: encode_video needs obs_frames")
-            e = e + self.obs_keypoints.embed(video_kv.obs_points, state).to(e.dtype)
+            text = pooled_context(video_kv)
+            e = e + self.obs_keypoints.embed(video_kv.obs_points, state, text).to(e.dtype)
         e0 = self.action_time_projection(e).unflatten(1, (6, -1))  # (B, 6, A)
         for block, k, v in zip(self.action_blocks, video_kv.keys, video_kv.values, strict=True):
             x = block(x, e0, k, v, video_kv.context, video_kv.context_mask)
@@ -740,6 +751,15 @@ class WorldActionDenoiser(nn.Module):
             obs_frames,
         )
         return kv.velocity, self.denoise_actions(actions, t_action, state, kv)
+
+
+def pooled_context(kv: VideoKV) -> torch.Tensor:
+    """(B, D) mean of the context tokens a row has (zeros for the unconditional branch)."""
+    ctx, mask = kv.context, kv.context_mask
+    if mask is None:
+        return ctx.mean(1)
+    w = mask.to(ctx.dtype)[..., None]
+    return (ctx * w).sum(1) / w.sum(1).clamp(min=1.0)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -53,11 +53,13 @@ class SpatialKeypoints(nn.Module):
         views: int,
         state_dim: int,
         text_width: int = 0,
+        embed_text: bool = False,
         channels: int = 16,
     ):
         super().__init__()
         c = channels
         self.views = views
+        self.text_width = text_width if embed_text else 0  # what `embed` reads
 
         def block(cin: int, cout: int, k: int, stride: int) -> list[nn.Module]:
             return [nn.Conv2d(cin, cout, k, stride, k // 2), nn.GroupNorm(8, cout), nn.GELU()]
@@ -74,7 +76,7 @@ class SpatialKeypoints(nn.Module):
         # carries no signal to learn from (measured: 0.013 spread over scenes).
         self.log_temperature = nn.Parameter(torch.tensor(math.log(INIT_TEMPERATURE)))
         self.mlp = nn.Sequential(
-            nn.Linear(views * keypoints * 2 + state_dim, 4 * width),
+            nn.Linear(views * keypoints * 2 + state_dim + self.text_width, 4 * width),
             nn.GELU(approximate="tanh"),
             nn.Linear(4 * width, width),
         )
@@ -116,7 +118,14 @@ class SpatialKeypoints(nn.Module):
             raise ValueError("this encoder was built without an endpoint head (text_width=0)")
         return self.endpoint(torch.cat([embedding, text.to(embedding.dtype)], dim=1))
 
-    def embed(self, points: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """(B, V, K, 2) keypoints + (B, state_dim) normalised state -> (B, width)."""
-        x = torch.cat([points.flatten(1), state.to(points.dtype)], dim=1)
-        return self.mlp(x.to(self.mlp[0].weight.dtype))
+    def embed(
+        self, points: torch.Tensor, state: torch.Tensor, text: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, V, K, 2) keypoints + (B, state_dim) normalised state (+ (B, text_width) pooled
+        instruction, for encoders built with text_width) -> (B, width)."""
+        parts = [points.flatten(1), state.to(points.dtype)]
+        if self.text_width:
+            if text is None:
+                raise ValueError("this encoder reads the instruction: pass the pooled text")
+            parts.append(text.to(points.dtype))
+        return self.mlp(torch.cat(parts, dim=1).to(self.mlp[0].weight.dtype))

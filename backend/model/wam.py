@@ -418,17 +418,13 @@ class WorldActionModel(nn.Module):
     def _endpoint_loss(self, kv, state, a0, valid, keep) -> torch.Tensor:
         """MSE of the keypoint encoder's guess of where the chunk ends (normalised, relative),
         given the instruction; rows whose instruction was dropped are left out."""
+        from backend.model.denoiser import pooled_context
+
         kp = self.denoiser.obs_keypoints
         last = valid.long().sum(1).clamp(min=1) - 1  # (B,) last valid step
         target = a0[torch.arange(len(a0), device=a0.device), last, :3]  # (B, 3)
-        mask = kv.context_mask
-        ctx = kv.context[:, : mask.shape[1]] if mask is not None else kv.context
-        if mask is None:
-            text = ctx.mean(1)
-        else:
-            w = mask.to(ctx.dtype)[..., None]
-            text = (ctx * w).sum(1) / w.sum(1).clamp(min=1.0)
-        pred = kp.predict_endpoint(kp.embed(kv.obs_points, state), text)
+        text = pooled_context(kv)
+        pred = kp.predict_endpoint(kp.embed(kv.obs_points, state, text), text)
         err = ((pred.float() - target.float()) ** 2).mean(1)  # (B,)
         k = keep.float()
         return (err * k).sum() / k.sum().clamp(min=1.0)

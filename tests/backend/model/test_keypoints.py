@@ -60,9 +60,10 @@ def _inputs(B=2, V=3, h=4, w=4, H=8):
     )
 
 
-def test_fresh_keypoints_change_nothing_and_trained_ones_read_the_frames():
+@pytest.mark.parametrize("text", [False, True], ids=["keypoints+state", "+instruction"])
+def test_fresh_keypoints_change_nothing_and_trained_ones_read_the_frames(text):
     torch.manual_seed(0)
-    net = WorldActionDenoiser(CFG).eval()
+    net = WorldActionDenoiser(dataclasses.replace(CFG, keypoint_text=text)).eval()
     with torch.no_grad():
         torch.nn.init.normal_(net.action_head.head.weight, std=0.1)  # a fresh head outputs zero
     video, act = _inputs()
