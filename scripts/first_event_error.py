@@ -7,6 +7,7 @@ The baseline is the error of the best fixed move (the mean over these scenes): a
 ignores where the block is scores about that.
 
     python scripts/first_event_error.py RUN/checkpoint --dataset DATA [--scenes 30] [--raw]
+    python scripts/first_event_error.py RUN/checkpoint --dataset DATA --buttons --scenes 10
 """
 
 from __future__ import annotations
@@ -27,29 +28,42 @@ def main() -> None:
     p.add_argument("--scenes", type=int, default=30)
     p.add_argument("--track", default="action", help="caption track of the instruction")
     p.add_argument("--raw", action="store_true", help="the raw weights, not the EMA")
+    p.add_argument(
+        "--buttons",
+        action="store_true",
+        help="press_buttons_in_order instead: every 'go over / move above the <colour> button' "
+        "event of the first --scenes episodes",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     model = WorldActionModel.from_checkpoint(args.checkpoint, use_ema=not args.raw).eval()
     ds = EventDataset(args.dataset)
-    errors, moves = [], []
+    errors, moves, scenes = [], [], 0
     for i in range(ds.num_episodes):
-        if len(errors) == args.scenes:
+        if scenes == args.scenes:
             break
-        if "in the bin" not in ds.task(i):
+        if ("press" if args.buttons else "in the bin") not in ds.task(i):
             continue
+        scenes += 1
         ep = ds.episode(i)
-        e = ep.events[0]
-        obs = Observation(
-            {c: f[e.start] for c, f in ep.frames.items()}, ep.states[e.start], ep.cameras
-        )
-        im = model.predict_actions(obs, e.caption(args.track), seed=0)
-        target = ep.states[e.end - 1, :2]
-        errors.append(np.linalg.norm(im.actions[-1, :2] - target))
-        moves.append(target - ep.states[e.start, :2])
+        events = [
+            e
+            for e in ep.events
+            if "button" in e.caption(args.track)
+            and any(w in e.caption(args.track) for w in ("over", "above"))
+        ]
+        for e in events if args.buttons else ep.events[:1]:
+            obs = Observation(
+                {c: f[e.start] for c, f in ep.frames.items()}, ep.states[e.start], ep.cameras
+            )
+            im = model.predict_actions(obs, e.caption(args.track), seed=0)
+            target = ep.states[e.end - 1, :2]
+            errors.append(np.linalg.norm(im.actions[-1, :2] - target))
+            moves.append(target - ep.states[e.start, :2])
     moves = np.asarray(moves)
     baseline = np.linalg.norm(moves - moves.mean(0), axis=1).mean()
     print(
-        f"{len(errors)} scenes: first-event target error {np.mean(errors):.3f} m, "
+        f"{scenes} scenes, {len(errors)} events: target error {np.mean(errors):.3f} m, "
         f"mean move {baseline:.3f} m"
     )
 
