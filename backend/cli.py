@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         "are added fresh to the checkpoint's model; default: the preset's or checkpoint's)",
     )
     p.add_argument(
+        "--keypoint-queries",
+        type=int,
+        help="instruction-queried keypoints per view (needs keypoints; with --init the trained "
+        "keypoint features are kept and the query head starts fresh; default: the checkpoint's)",
+    )
+    p.add_argument(
         "--video-noise-prob",
         type=float,
         default=0.5,
@@ -192,6 +198,7 @@ def _train(args: argparse.Namespace) -> int:
         freeze_video_tower=args.freeze_video_tower,
         h_max=args.h_max,
         keypoints=args.keypoints,
+        keypoint_queries=args.keypoint_queries,
         objective=Objective(video_noise_prob=args.video_noise_prob),
         keep_every=args.keep_every,
         precompute_latents=args.precompute_latents,

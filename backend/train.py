@@ -38,12 +38,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from backend.model.wam import Objective
+
+if TYPE_CHECKING:
+    from backend.model.presets import ModelConfig
 
 RECIPES = ("event", "fixed")
 STAGES = ("vae", "denoiser", "unified")
@@ -69,6 +73,10 @@ class TrainConfig:
     # Soft-argmax keypoint tokens per view for the action tower (DenoiserConfig.keypoints);
     # None keeps the preset's or the --init checkpoint's; with --init they start fresh.
     keypoints: int | None = None
+    # Instruction-queried keypoints per view (DenoiserConfig.keypoint_queries); None keeps the
+    # checkpoint's. With --init, adding them keeps the trained keypoint features and starts the
+    # query head and the keypoint MLP fresh.
+    keypoint_queries: int | None = None
     recipe: str = "event"  # event: next-event samples; fixed: 16-step windows, task caption only
     stage: str = "denoiser"  # vae | denoiser | unified
     steps: int = 1000  # optimizer steps in total (a resumed run continues up to this)
@@ -359,9 +367,34 @@ def _model_config(cfg: TrainConfig, source: Path | None):
             model_cfg,
             denoiser=replace(model_cfg.denoiser, keypoints=cfg.keypoints, keypoint_text=True),
         )
+    queries = cfg.keypoint_queries
+    if queries is not None and queries != model_cfg.denoiser.keypoint_queries:
+        model_cfg = replace(
+            model_cfg,
+            denoiser=replace(model_cfg.denoiser, keypoint_queries=queries, keypoint_text=True),
+        )
     if cfg.vlm_path:
         model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))
     return model_cfg, normalizer
+
+
+def _fresh_parts(ckpt: dict, model_cfg: ModelConfig) -> tuple[str, ...]:
+    """Weight-name prefixes an --init run starts fresh rather than load: the keypoint encoder
+    when the checkpoint had none, its MLP and query head when the queries or the MLP's inputs
+    change (the trained convolutional features are kept)."""
+    had = ckpt["model"].get("denoiser", {})
+    now = model_cfg.denoiser
+    if not had.get("keypoints", 0):
+        return ("denoiser.obs_keypoints.",) if now.keypoints else ()
+    if had.get("keypoints") != now.keypoints:
+        return ("denoiser.obs_keypoints.",)
+    changed = (had.get("keypoint_queries", 0), bool(had.get("keypoint_text", False))) != (
+        now.keypoint_queries,
+        now.keypoint_text,
+    )
+    if changed:
+        return ("denoiser.obs_keypoints.mlp.", "denoiser.obs_keypoints.query")
+    return ()
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -420,9 +453,7 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.init is not None and ckpt.get("stage") == "vae":
             load_weights(model.vae, weights, prefix="vae.")  # the rest is built from the preset
         else:
-            had = ckpt["model"].get("denoiser", {}).get("keypoints", 0)
-            fresh = ("denoiser.obs_keypoints.",) if cfg.init and not had else ()
-            load_weights(model, weights, fresh=fresh)
+            load_weights(model, weights, fresh=_fresh_parts(ckpt, model_cfg) if cfg.init else ())
     model.to(device)
 
     for p in model.parameters():

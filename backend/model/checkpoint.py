@@ -135,11 +135,14 @@ def load_weights(
 
     `prefix`: load only the file's tensors under this prefix (stripped), e.g. "vae." for the
     autoencoder of a whole-model checkpoint. `fresh`: name prefixes of new parts the file may
-    lack (e.g. "denoiser.obs_keypoints." when a run adds keypoints to a trained model).
+    lack or that start fresh (e.g. "denoiser.obs_keypoints." when a run adds keypoints to a
+    trained model); the file's tensors under them are not loaded.
     """
     tensors = load_tensors(path)
     if prefix:
         tensors = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    if fresh:  # a part that starts fresh keeps its init even where the file has a version of it
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(tuple(fresh))}
     check_state(module, tensors, path, fresh)
     module.load_state_dict(tensors, strict=not fresh)
 

@@ -98,6 +98,9 @@ class DenoiserConfig:
     # The keypoint MLP also reads the pooled instruction, so its vector can say where the
     # *named* object is ("go over the red button" among three); False: keypoints + state only.
     keypoint_text: bool = False
+    # Instruction-queried keypoints per view: the pooled instruction makes query vectors that
+    # are matched against the keypoint features at every pixel (0 = none).
+    keypoint_queries: int = 0
     # --- conditioning ---
     extra_context_dim: int = 0  # width of VLM staircase states (0 = none); appended to the context
 
@@ -142,6 +145,11 @@ class DenoiserConfig:
             raise ValueError(f"freq_dim must be even, got {self.freq_dim}")
         if self.keypoints < 0:
             raise ValueError(f"keypoints must be >= 0, got {self.keypoints}")
+        if self.keypoint_queries < 0 or (self.keypoint_queries and not self.keypoints):
+            raise ValueError(
+                f"keypoint_queries must be >= 0 and needs keypoints > 0, got "
+                f"{self.keypoint_queries} with keypoints={self.keypoints}"
+            )
 
     @property
     def dim(self) -> int:
@@ -424,6 +432,7 @@ class VideoKV:
     velocity: torch.Tensor | None = None  # (B, V, C, F, h, w) when computed
     grid: tuple[int, int, int] = field(default=(0, 0, 0))  # (F, h, w) in tokens
     obs_points: torch.Tensor | None = None  # (B, V, K, 2) keypoints of the observation frame
+    obs_features: torch.Tensor | None = None  # (B, V, C, h, w) for instruction-queried keypoints
 
 
 class WorldActionDenoiser(nn.Module):
@@ -471,6 +480,7 @@ class WorldActionDenoiser(nn.Module):
                 cfg.state_dim,
                 text_width=d,
                 embed_text=cfg.keypoint_text,
+                queries=cfg.keypoint_queries,
             )
             if cfg.keypoints
             else None
@@ -681,18 +691,20 @@ class WorldActionDenoiser(nn.Module):
         velocity = None
         if compute_video:
             velocity = self._unpatchify(self.head(x, e), B, V, grid)  # (B, V, C, F, h, w)
-        return VideoKV(keys, values, ctx, ctx_mask, velocity, grid, self._obs_points(obs_frames, B))
+        return VideoKV(keys, values, ctx, ctx_mask, velocity, grid, *self._look(obs_frames, B))
 
-    def _obs_points(self, obs_frames: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+    def _look(
+        self, obs_frames: torch.Tensor | None, batch: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if self.obs_keypoints is None:
-            return None
+            return None, None
         if obs_frames is None:
             raise ValueError(
                 f"this config has keypoints={self.cfg.keypoints}: pass obs_frames (B, V, H, W, 3)"
             )
         if obs_frames.shape[0] != batch:
             raise ValueError(f"obs_frames has batch {obs_frames.shape[0]}, the video {batch}")
-        return self.obs_keypoints.points(obs_frames)
+        return self.obs_keypoints.look(obs_frames)
 
     def denoise_actions(
         self, actions: torch.Tensor, t_action: torch.Tensor, state: torch.Tensor, video_kv: VideoKV
@@ -717,7 +729,8 @@ class WorldActionDenoiser(nn.Module):
             if video_kv.obs_points is None:
                 raise ValueError("this config has keypoints: encode_video needs obs_frames")
             text = pooled_context(video_kv)
-            e = e + self.obs_keypoints.embed(video_kv.obs_points, state, text).to(e.dtype)
+            kp = self.obs_keypoints.embed(video_kv.obs_points, state, text, video_kv.obs_features)
+            e = e + kp.to(e.dtype)
         e0 = self.action_time_projection(e).unflatten(1, (6, -1))  # (B, 6, A)
         for block, k, v in zip(self.action_blocks, video_kv.keys, video_kv.values, strict=True):
             x = block(x, e0, k, v, video_kv.context, video_kv.context_mask)

@@ -16,6 +16,14 @@ a direct path from "where the block is, where the hand is" to the chunk. Keypoin
 the action tokens as extra tokens to attend to were tried first and not used in 1 400 steps,
 while the same encoder regressing the move directly learned it in 100 (docs/training.md).
 `DenoiserConfig.keypoints`; 0 = off, the paper's layout.
+
+Instruction-queried keypoints (`DenoiserConfig.keypoint_queries`): the K heat maps above are
+the same whatever the instruction, so "go over the red button" among three buttons asks the
+MLP to pick one keypoint by a word, a product of two inputs that an MLP learns slowly (the
+button-target error stayed near the mean move, docs/training.md). A query head turns the pooled
+instruction into Q vectors; each is dotted with the convolutional features at every pixel and
+soft-argmaxed like the others, so "red" picks out red pixels by construction: attention
+pooling, as in FiLM-style language-conditioned policies, ending in coordinates.
 """
 
 from __future__ import annotations
@@ -54,11 +62,15 @@ class SpatialKeypoints(nn.Module):
         state_dim: int,
         text_width: int = 0,
         embed_text: bool = False,
+        queries: int = 0,
         channels: int = 16,
     ):
         super().__init__()
         c = channels
         self.views = views
+        if queries and not text_width:
+            raise ValueError("instruction-queried keypoints need the instruction: text_width > 0")
+        self.queries = queries
         self.text_width = text_width if embed_text else 0  # what `embed` reads
 
         def block(cin: int, cout: int, k: int, stride: int) -> list[nn.Module]:
@@ -75,8 +87,13 @@ class SpatialKeypoints(nn.Module):
         # softmax is nearly flat, so every keypoint sits at the centre whatever the image and
         # carries no signal to learn from (measured: 0.013 spread over scenes).
         self.log_temperature = nn.Parameter(torch.tensor(math.log(INIT_TEMPERATURE)))
+        # The instruction -> Q query vectors over the last hidden features (2c channels).
+        self.query = nn.Linear(text_width, queries * 2 * c) if queries else None
+        self.query_log_temperature = (
+            nn.Parameter(torch.tensor(math.log(INIT_TEMPERATURE))) if queries else None
+        )
         self.mlp = nn.Sequential(
-            nn.Linear(views * keypoints * 2 + state_dim + self.text_width, 4 * width),
+            nn.Linear(views * (keypoints + queries) * 2 + state_dim + self.text_width, 4 * width),
             nn.GELU(approximate="tanh"),
             nn.Linear(4 * width, width),
         )
@@ -100,6 +117,11 @@ class SpatialKeypoints(nn.Module):
 
     def points(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B, V, H, W, 3) -> (B, V, K, 2) keypoints in [-1, 1] image coordinates."""
+        return self.look(frames)[0]
+
+    def look(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 (B, V, H, W, 3) -> keypoints (B, V, K, 2) and, for an encoder with queries,
+        the features they are read from (B, V, 2c, H/4, W/4), for `query_points`."""
         if frames.ndim != 5 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be (B, V, H, W, 3), got {tuple(frames.shape)}")
         if frames.shape[1] != self.views:
@@ -109,7 +131,20 @@ class SpatialKeypoints(nn.Module):
         b, v = frames.shape[:2]
         x = frames.flatten(0, 1).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (B*V, 3, H, W)
         dtype = self.mlp[0].weight.dtype
-        pts = soft_argmax(self.features(x.to(dtype)), self.log_temperature)  # (B*V, K, 2)
+        hidden = self.features[:-1](x.to(dtype))  # (B*V, 2c, H/4, W/4)
+        pts = soft_argmax(self.features[-1](hidden), self.log_temperature)  # (B*V, K, 2)
+        features = hidden.unflatten(0, (b, v)) if self.queries else None
+        return pts.unflatten(0, (b, v)), features
+
+    def query_points(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, V, C, h, w) features + (B, text_width) pooled instruction -> (B, V, Q, 2): where
+        in each view the instruction's queries match best (soft-argmax of their dot products)."""
+        if self.query is None:
+            raise ValueError("this encoder was built without instruction queries")
+        b, v, c = features.shape[:3]
+        q = self.query(text.to(self.query.weight.dtype)).view(b, self.queries, c)
+        maps = torch.einsum("bvchw,bqc->bvqhw", features, q.to(features.dtype)) / math.sqrt(c)
+        pts = soft_argmax(maps.flatten(0, 1), self.query_log_temperature)  # (B*V, Q, 2)
         return pts.unflatten(0, (b, v))
 
     def predict_endpoint(self, embedding: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -119,10 +154,19 @@ class SpatialKeypoints(nn.Module):
         return self.endpoint(torch.cat([embedding, text.to(embedding.dtype)], dim=1))
 
     def embed(
-        self, points: torch.Tensor, state: torch.Tensor, text: torch.Tensor | None = None
+        self,
+        points: torch.Tensor,
+        state: torch.Tensor,
+        text: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, V, K, 2) keypoints + (B, state_dim) normalised state (+ (B, text_width) pooled
-        instruction, for encoders built with text_width) -> (B, width)."""
+        instruction, for encoders built with embed_text; + the `look` features, for encoders
+        with queries) -> (B, width)."""
+        if self.queries:
+            if features is None or text is None:
+                raise ValueError("this encoder has instruction queries: pass features and text")
+            points = torch.cat([points, self.query_points(features, text).to(points.dtype)], 2)
         parts = [points.flatten(1), state.to(points.dtype)]
         if self.text_width:
             if text is None:

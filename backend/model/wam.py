@@ -424,7 +424,7 @@ class WorldActionModel(nn.Module):
         last = valid.long().sum(1).clamp(min=1) - 1  # (B,) last valid step
         target = a0[torch.arange(len(a0), device=a0.device), last, :3]  # (B, 3)
         text = pooled_context(kv)
-        pred = kp.predict_endpoint(kp.embed(kv.obs_points, state, text), text)
+        pred = kp.predict_endpoint(kp.embed(kv.obs_points, state, text, kv.obs_features), text)
         err = ((pred.float() - target.float()) ** 2).mean(1)  # (B,)
         k = keep.float()
         return (err * k).sum() / k.sum().clamp(min=1.0)

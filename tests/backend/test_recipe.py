@@ -327,3 +327,23 @@ def test_keypoints_join_a_trained_model_and_read_cached_pixels(
     obs = Observation({c: f[3] for c, f in ep.frames.items()}, ep.states[3], ep.cameras)
     assert model.predict_actions(obs, "grasp", steps=2).actions.shape[1] == 7
     assert model.imagine(obs, "grasp", steps=1, horizon=4).actions.shape[1] == 7
+
+    # Instruction queries join the keypoint model: its trained features load, the query head
+    # and the MLP (whose inputs grow) start fresh, and inference reads the instruction.
+    train(
+        _cfg(
+            datasets["pick"],
+            tmp_path / "q",
+            steps=1,
+            init=str(run),
+            keypoint_queries=2,
+            latent_cache=str(cache),
+            freeze_video_tower=True,
+            objective=Objective(video_noise_prob=1.0),
+        )
+    )
+    queried = tmp_path / "q" / CHECKPOINT_DIR
+    assert read_config(queried)["model"]["denoiser"]["keypoint_queries"] == 2
+    model = WorldActionModel.from_checkpoint(queried)
+    assert model.denoiser.obs_keypoints.query is not None
+    assert model.predict_actions(obs, "grasp", steps=2).actions.shape[1] == 7

@@ -1,4 +1,5 @@
-"""Keypoints: the soft-argmax finds what is bright, and the action tower reads the frames."""
+"""Keypoints: the soft-argmax finds what is bright, the instruction's queries find what it names,
+and the action tower reads the frames."""
 
 import dataclasses
 
@@ -45,6 +46,43 @@ def test_keypoints_follow_an_object_across_the_image():
     assert enc.embed(enc.points(frames), torch.zeros(1, 7)).shape == (1, 16)
 
 
+def _colour_detector() -> SpatialKeypoints:
+    """Hand-set features: hidden channel 0 = redness, channel 2 = blueness (other groups)."""
+    enc = SpatialKeypoints(keypoints=1, width=16, views=1, state_dim=7, text_width=2, queries=1)
+    with torch.no_grad():
+        for m in enc.features:
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.zero_()
+                m.bias.zero_()
+        enc.features[0].weight[0, 0, 2, 2] = 1.0  # red
+        enc.features[0].weight[2, 2, 2, 2] = 1.0  # blue
+        for i in (3, 6, 9):
+            w = enc.features[i].weight
+            w[:, :, 1, 1] = torch.eye(w.shape[0], w.shape[1])
+        enc.query.weight.zero_()
+        enc.query.bias.zero_()
+        enc.query.weight[0, 0] = 4.0  # text (1, 0) -> the red channel
+        enc.query.weight[2, 1] = 4.0  # text (0, 1) -> the blue channel
+        enc.query_log_temperature.fill_(2.0)
+    return enc
+
+
+def test_instruction_queries_find_the_named_colour():
+    """Same image, two instructions: the queried keypoint lands on the red or the blue square."""
+    enc = _colour_detector()
+    frames = torch.zeros(2, 1, 64, 64, 3, dtype=torch.uint8)
+    frames[:, 0, 8:16, 40:48, 0] = 255  # red: top right
+    frames[:, 0, 44:52, 8:16, 2] = 255  # blue: bottom left
+    points, features = enc.look(frames)
+    text = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # "red", "blue"
+    (red,), (blue,) = enc.query_points(features, text)[:, 0]  # (Q=1, 2) each
+    assert red[0] > 0.2 and red[1] < -0.2
+    assert blue[0] < -0.2 and blue[1] > 0.2
+    assert enc.embed(points, torch.zeros(2, 7), text, features).shape == (2, 16)
+    with pytest.raises(ValueError, match="features and text"):
+        enc.embed(points, torch.zeros(2, 7), text)
+
+
 def _inputs(B=2, V=3, h=4, w=4, H=8):
     g = torch.Generator().manual_seed(0)
     return dict(
@@ -60,10 +98,13 @@ def _inputs(B=2, V=3, h=4, w=4, H=8):
     )
 
 
-@pytest.mark.parametrize("text", [False, True], ids=["keypoints+state", "+instruction"])
-def test_fresh_keypoints_change_nothing_and_trained_ones_read_the_frames(text):
+@pytest.mark.parametrize(
+    "text, queries", [(False, 0), (True, 0), (True, 4)], ids=["state", "+instruction", "+queries"]
+)
+def test_fresh_keypoints_change_nothing_and_trained_ones_read_the_frames(text, queries):
     torch.manual_seed(0)
-    net = WorldActionDenoiser(dataclasses.replace(CFG, keypoint_text=text)).eval()
+    cfg = dataclasses.replace(CFG, keypoint_text=text, keypoint_queries=queries)
+    net = WorldActionDenoiser(cfg).eval()
     with torch.no_grad():
         torch.nn.init.normal_(net.action_head.head.weight, std=0.1)  # a fresh head outputs zero
     video, act = _inputs()
@@ -86,3 +127,19 @@ def test_missing_frames_are_a_clear_error():
     video, _ = _inputs()
     with pytest.raises(ValueError, match="obs_frames"):
         net.encode_video(**video)
+
+
+def test_queried_keypoints_read_the_instruction():
+    """Only the query path differs between two instructions when the MLP ignores the text."""
+    torch.manual_seed(0)
+    net = WorldActionDenoiser(dataclasses.replace(CFG, keypoint_queries=2)).eval()
+    kp = net.obs_keypoints
+    frames = torch.randint(0, 255, (1, 3, 64, 64, 3), dtype=torch.uint8)
+    points, features = kp.look(frames)
+    a, b = torch.randn(2, 1, CFG.dim).unbind(0)
+    assert not torch.allclose(kp.query_points(features, a), kp.query_points(features, b))
+
+
+def test_queries_need_keypoints():
+    with pytest.raises(ValueError, match="keypoint_queries"):
+        dataclasses.replace(CFG, keypoints=0, keypoint_queries=2)
