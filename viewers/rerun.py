@@ -152,7 +152,7 @@ def blueprint(
             rrb.Vertical(world, plots, row_shares=[3, 2]),
             column_shares=[1, 1],
         ),
-        rrb.TimePanel(timeline="imagined_step", state="collapsed"),
+        rrb.TimePanel(timeline="imagined_step", state="collapsed", play_state="following"),
         rrb.BlueprintPanel(state="collapsed"),
         rrb.SelectionPanel(state="collapsed"),
     )

@@ -36,7 +36,8 @@ log = logging.getLogger("wallwm.studio")
 LINK_OK_S, LINK_SLOW_S = 0.5, 2.0  # telemetry age: green below, amber below, red above
 MAX_START_DRIFT_M = 0.02  # the robot moved more than this since the imagination: imagine again
 PREVIEW_VIDEOS = 5  # preview frames reach the page at most this many times per imagination
-EXEC_REFRESH_S = 0.25  # how often the viewer gets the executed path while a chunk runs
+RERUN_EVERY_S = 1.0  # while imagining, the viewer gets its data at most this often
+EXEC_REFRESH_S = 1.0  # how often the viewer gets the executed path while a chunk runs (a repaint each)
 WORKSPACE_DEFAULT = ((-0.22, -0.22, 0.0), (0.22, 0.22, 0.30))
 
 
@@ -528,7 +529,23 @@ class Studio:
         self._log_context(session)
         highlight_event(k, text, "imagining")
         trace("imagine_context", session=session.id)
-        yield stream.read(), f"Imagining event {k + 1}: {text}", skip, skip, skip, skip
+        # The viewer gets its data in batches (RERUN_EVERY_S) and none before the first preview
+        # is on its way: without a GPU every batch costs the page a full repaint of the viewer
+        # (~1 s of the browser's main thread in software GL), and the preview waits behind it.
+        pushed = None  # when the viewer last got data; None: not yet this imagination
+
+        def viewer_data(final: bool = False) -> Any:
+            nonlocal pushed
+            now = time.monotonic()
+            if pushed is None and not final:  # the first preview goes alone
+                pushed = now - RERUN_EVERY_S / 2
+                return skip
+            if not final and now - pushed < RERUN_EVERY_S:
+                return skip
+            pushed = now
+            return stream.read()
+
+        yield skip, f"Imagining event {k + 1}: {text}", skip, skip, skip, skip
         longest = 0
         try:
             for msg in stream_iter:
@@ -545,8 +562,15 @@ class Studio:
                         f"({msg['elapsed_s']:.2f} s)"
                     )
                     grid = self._grid(session, video) if video is not None else (skip, skip)
-                    trace("imagine_preview", session=session.id, step=step, video=video is not None)
-                    yield stream.read(), status, *grid, skip, skip
+                    chunk = viewer_data()
+                    trace(
+                        "imagine_preview",
+                        session=session.id,
+                        step=step,
+                        video=video is not None,
+                        bytes=0 if chunk is skip else len(chunk or b""),
+                    )
+                    yield chunk, status, *grid, skip, skip
                 else:
                     result = msg["result"]
                     session.imagined[k] = result
@@ -564,14 +588,15 @@ class Studio:
                             else "Dataset source: compare with the ground truth in the video grid."
                         )
                     )
+                    chunk = viewer_data(final=True)
                     outputs = (
-                        stream.read(),
+                        chunk,
                         status,
                         *self._grid(session, result.video),
                         self.figures(session)[0],
                         self.plan_outputs(session)[0],
                     )
-                    trace("imagine_final", session=session.id)
+                    trace("imagine_final", session=session.id, bytes=len(chunk or b""))
                     yield outputs
         except BackendError as e:
             yield stream.read(), warn(str(e)), skip, skip, skip, skip

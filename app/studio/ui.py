@@ -263,6 +263,7 @@ def build_ui(studio: RecordingStudio) -> gr.Blocks:
             [viewer, status, grid, grid_caption, trajectories, plan],
             concurrency_id="model",
             show_progress="minimal",
+            show_progress_on=[status],
         )
         approve.click(
             studio.approve,
@@ -271,6 +272,7 @@ def build_ui(studio: RecordingStudio) -> gr.Blocks:
             concurrency_id="execute",
             concurrency_limit=None,
             show_progress="minimal",
+            show_progress_on=[status],
         )
         run_out = [viewer, status, grid, grid_caption, trajectories, plan, mode]
         imagine_in = [session, imagine_mode, imagine_seed, steps]
@@ -281,6 +283,7 @@ def build_ui(studio: RecordingStudio) -> gr.Blocks:
             concurrency_id="execute",
             concurrency_limit=None,
             show_progress="minimal",
+            show_progress_on=[status],
         )
         pause.click(
             functools.partial(teleop.pause, studio),
@@ -296,6 +299,7 @@ def build_ui(studio: RecordingStudio) -> gr.Blocks:
             concurrency_id="execute",
             concurrency_limit=None,
             show_progress="minimal",
+            show_progress_on=[status],
         )
         replace_chunk.click(
             functools.partial(teleop.replace_chunk, studio),

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rerun as rr
+import rerun.blueprint as rrb
 
 from robot.types import ACTION_NAMES
 from viewers import rerun as vr
@@ -35,6 +36,9 @@ def test_blueprint_has_every_view(record, episode):
     assert {"world", "sight cones", "position (m)", "gripper & validity"} <= names
     assert "- /world/cones/**" in values  # the world tab leaves the cones to their own tab
     assert "imagined_step" in values  # the time panel starts on the imagination's timeline
+    # ... following the newest data: a looping play repaints forever, ~1 s a frame without a GPU
+    following = rrb.components.PlayState.Following.value
+    assert f"TimePanelBlueprint:play_state=[{following}]" in values
     with pytest.raises(ValueError, match="camera"):
         vr.blueprint([])
 
