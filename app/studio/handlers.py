@@ -37,7 +37,12 @@ LINK_OK_S, LINK_SLOW_S = 0.5, 2.0  # telemetry age: green below, amber below, re
 MAX_START_DRIFT_M = 0.02  # the robot moved more than this since the imagination: imagine again
 PREVIEW_VIDEOS = 5  # preview frames reach the page at most this many times per imagination
 RERUN_EVERY_S = 1.0  # while imagining, the viewer gets its data at most this often
-EXEC_REFRESH_S = 1.0  # how often the viewer gets the executed path while a chunk runs (a repaint each)
+KEEP_STREAMS = (
+    4  # finished viewer streams a tab keeps in the studio's memory (Studio.prune_streams)
+)
+EXEC_REFRESH_S = (
+    1.0  # how often the viewer gets the executed path while a chunk runs (a repaint each)
+)
 WORKSPACE_DEFAULT = ((-0.22, -0.22, 0.0), (0.22, 0.22, 0.30))
 
 
@@ -497,10 +502,37 @@ class Studio:
     # ================================================================ imagine
 
     def imagine(
-        self, session: Session, mode: str, seed: float | None, steps: float | None
+        self,
+        session: Session,
+        mode: str,
+        seed: float | None,
+        steps: float | None,
+        request: gr.Request | None = None,
     ) -> Iterator[tuple]:
         """Stream the imagination of the active event: previews, then the final result."""
+        self.prune_streams(request)
         yield from self._imagine(session, mode, seed, steps)
+
+    def prune_streams(self, request: gr.Request | None, keep: int = KEEP_STREAMS) -> None:
+        """Forget the viewer streams of this tab's finished events but the last `keep`.
+
+        Gradio keeps every chunk a streaming output ever yielded in memory until the tab closes
+        (the page may fetch a playlist after its event ends), so without this each imagination
+        left ~1 MB of viewer data in the studio for good. The page holds what it was sent;
+        only finished runs are dropped, the newest ones kept for a late fetch.
+        """
+        blocks = getattr(self, "blocks", None)
+        session_hash = getattr(request, "session_hash", None)
+        runs = getattr(blocks, "pending_streams", {}).get(session_hash) if session_hash else None
+        if not runs:
+            return
+        ended = [
+            run
+            for run, streams in list(runs.items())
+            if all(getattr(s, "ended", False) for s in streams.values())
+        ]
+        for run in ended[: max(0, len(ended) - keep)]:
+            runs.pop(run, None)
 
     @rr.thread_local_stream("wallwm")
     def _imagine(

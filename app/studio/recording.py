@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
+import gradio as gr
 import numpy as np
 
 from app.studio.handlers import Studio, warn
@@ -286,10 +287,15 @@ class RecordingStudio(Studio):
         yield from super().pick_task(session, task, seed)
 
     def imagine(
-        self, session: Session, mode: str, seed: float | None, steps: float | None
+        self,
+        session: Session,
+        mode: str,
+        seed: float | None,
+        steps: float | None,
+        request: gr.Request | None = None,
     ) -> Iterator[tuple]:
         seen = dict(session.imagined)
-        for item in super().imagine(session, mode, seed, steps):
+        for item in super().imagine(session, mode, seed, steps, request):
             new = [k for k, im in session.imagined.items() if seen.get(k) is not im]
             if new:
                 k = new[0]

@@ -361,4 +361,5 @@ def build_ui(studio: RecordingStudio) -> gr.Blocks:
             queue=False,
         )
         sessions_tab.wire(studio, sessions, viewer)
+    studio.blocks = demo  # for Studio.prune_streams
     return demo

@@ -102,3 +102,27 @@ def test_trace_marks_go_to_the_file_named_by_the_environment(tmp_path, monkeypat
     assert [m["mark"] for m in marks] == ["imagine_start", "imagine_preview"]
     assert marks[1]["step"] == 1 and marks[1]["video"] is True
     assert before <= marks[0]["t"] <= marks[1]["t"] <= time.time()
+
+
+def test_finished_viewer_streams_are_dropped_but_the_newest() -> None:
+    """Gradio keeps every streamed chunk until the tab closes; a tab keeps its last few."""
+    from types import SimpleNamespace
+
+    from gradio.route_utils import MediaStream
+
+    from app.studio.handlers import Studio
+
+    def run(ended: bool) -> dict:
+        stream = MediaStream()
+        if ended:
+            stream.end_stream()
+        return {7: stream}
+
+    runs = {f"r{i}": run(ended=i != 5) for i in range(6)}  # r5 is still streaming
+    other = {"x": run(ended=True)}
+    studio = Studio.__new__(Studio)
+    studio.blocks = SimpleNamespace(pending_streams={"tab": runs, "other": other})
+    studio.prune_streams(SimpleNamespace(session_hash="tab"), keep=2)
+    assert list(runs) == ["r3", "r4", "r5"]  # the two newest finished ones and the live one
+    assert list(other) == ["x"]  # other tabs are left alone
+    studio.prune_streams(None)  # no request (a call from code): nothing to do
