@@ -36,7 +36,7 @@ log = logging.getLogger("wallwm.studio")
 LINK_OK_S, LINK_SLOW_S = 0.5, 2.0  # telemetry age: green below, amber below, red above
 MAX_START_DRIFT_M = 0.02  # the robot moved more than this since the imagination: imagine again
 PREVIEW_VIDEOS = 5  # preview frames reach the page at most this many times per imagination
-RERUN_EVERY_S = 1.0  # while imagining, the viewer gets its data at most this often
+RERUN_EVERY_S = 2.0  # while imagining, the viewer gets its data at most this often
 KEEP_STREAMS = (
     4  # finished viewer streams a tab keeps in the studio's memory (Studio.prune_streams)
 )
@@ -620,16 +620,19 @@ class Studio:
                             else "Dataset source: compare with the ground truth in the video grid."
                         )
                     )
-                    chunk = viewer_data(final=True)
-                    outputs = (
-                        chunk,
+                    # The result in words and pictures first, then the viewer and the 3D
+                    # figure: their repaints (~1 s each without a GPU) come after it, not before.
+                    trace("imagine_final", session=session.id)
+                    yield (
+                        skip,
                         status,
                         *self._grid(session, result.video),
-                        self.figures(session)[0],
+                        skip,
                         self.plan_outputs(session)[0],
                     )
-                    trace("imagine_final", session=session.id, bytes=len(chunk or b""))
-                    yield outputs
+                    chunk = viewer_data(final=True)
+                    trace("imagine_viewer", session=session.id, bytes=len(chunk or b""))
+                    yield chunk, skip, skip, skip, self.figures(session)[0], skip
         except BackendError as e:
             yield stream.read(), warn(str(e)), skip, skip, skip, skip
 

@@ -87,8 +87,15 @@ class SpatialKeypoints(nn.Module):
         # softmax is nearly flat, so every keypoint sits at the centre whatever the image and
         # carries no signal to learn from (measured: 0.013 spread over scenes).
         self.log_temperature = nn.Parameter(torch.tensor(math.log(INIT_TEMPERATURE)))
-        # The instruction -> Q query vectors over the last hidden features (2c channels).
-        self.query = nn.Linear(text_width, queries * 2 * c) if queries else None
+        # The instruction -> Q unit query vectors over the last hidden features (2c channels).
+        # LayerNorm first: pooled instructions differ by a fraction of their norm ("red" vs
+        # "green" button: cosine 0.94), and a raw linear map of them gave near-zero queries,
+        # flat heat maps and no gradient; the colour word did not move the target (<1 cm).
+        self.query = (
+            nn.Sequential(nn.LayerNorm(text_width), nn.Linear(text_width, queries * 2 * c))
+            if queries
+            else None
+        )
         self.query_log_temperature = (
             nn.Parameter(torch.tensor(math.log(INIT_TEMPERATURE))) if queries else None
         )
@@ -142,8 +149,9 @@ class SpatialKeypoints(nn.Module):
         if self.query is None:
             raise ValueError("this encoder was built without instruction queries")
         b, v, c = features.shape[:3]
-        q = self.query(text.to(self.query.weight.dtype)).view(b, self.queries, c)
-        maps = torch.einsum("bvchw,bqc->bvqhw", features, q.to(features.dtype)) / math.sqrt(c)
+        q = self.query(text.to(self.query[1].weight.dtype)).view(b, self.queries, c)
+        q = torch.nn.functional.normalize(q.float(), dim=-1).to(features.dtype)
+        maps = torch.einsum("bvchw,bqc->bvqhw", features, q)
         pts = soft_argmax(maps.flatten(0, 1), self.query_log_temperature)  # (B*V, Q, 2)
         return pts.unflatten(0, (b, v))
 

@@ -59,10 +59,11 @@ def _colour_detector() -> SpatialKeypoints:
         for i in (3, 6, 9):
             w = enc.features[i].weight
             w[:, :, 1, 1] = torch.eye(w.shape[0], w.shape[1])
-        enc.query.weight.zero_()
-        enc.query.bias.zero_()
-        enc.query.weight[0, 0] = 4.0  # text (1, 0) -> the red channel
-        enc.query.weight[2, 1] = 4.0  # text (0, 1) -> the blue channel
+        query = enc.query[1]  # after a LayerNorm: text (1, 0) -> (1, -1), (0, 1) -> (-1, 1)
+        query.weight.zero_()
+        query.bias.zero_()
+        query.weight[0] = torch.tensor([4.0, -4.0])  # "red" -> the red channel, minus blue
+        query.weight[2] = torch.tensor([-4.0, 4.0])  # "blue" -> the blue channel, minus red
         enc.query_log_temperature.fill_(2.0)
     return enc
 
