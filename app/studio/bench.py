@@ -153,7 +153,7 @@ def _split(runs: list[dict], marks_path: Path) -> None:
     """Add the server's marks ($WALLWM_TRACE) to each run: where the click-to-pixels time went.
 
     dispatch: click -> the handler starts; context: handler start -> the first yield (robot
-    observation, scene and blueprint into the stream); server_preview: click -> the handler
+    observation; scene and blueprint logged for the viewer); server_preview: click -> the handler
     yields the first preview with frames; preview_paint / final_paint: that yield -> the frame
     the page painted it in (transport, Gradio's front end, image decode).
     """
@@ -329,7 +329,7 @@ overtakes); the preview medians are over those.
 
 Where the time goes (medians, ms; the server's marks are wall-clock lines it writes to
 `$WALLWM_TRACE`): click → handler starts {_ms(numbers, "dispatch_ms")}; handler start → first yield
-(robot observation, scene, blueprint) {_ms(numbers, "context_ms")}; click → first preview with frames
+(robot observation; scene and blueprint logged for the viewer's first batch) {_ms(numbers, "context_ms")}; click → first preview with frames
 yielded {_ms(numbers, "server_preview_ms")}, then → painted {_ms(numbers, "preview_paint_ms")}; click →
 final yielded {_ms(numbers, "server_final_ms")}, then → painted {_ms(numbers, "final_paint_ms")}. The
 status text of the first preview reached the page {_ms(numbers, "preview_status_ms")} ms after the click

@@ -136,7 +136,7 @@ def test_queried_keypoints_read_the_instruction():
     net = WorldActionDenoiser(dataclasses.replace(CFG, keypoint_queries=2)).eval()
     kp = net.obs_keypoints
     frames = torch.randint(0, 255, (1, 3, 64, 64, 3), dtype=torch.uint8)
-    points, features = kp.look(frames)
+    _, features = kp.look(frames)
     a, b = torch.randn(2, 1, CFG.dim).unbind(0)
     assert not torch.allclose(kp.query_points(features, a), kp.query_points(features, b))
 
