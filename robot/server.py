@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 ARMED_MODES = (Mode.ARMED, Mode.EXECUTING, Mode.PAUSED)
 MAX_QUEUED_JOBS = 8  # observation/arm/reset requests waiting for the worker
 MAX_MESSAGE_BYTES = 1 << 20  # a 64-step chunk is 1.8 kB; larger frames drop the connection
+CLOSE_TIMEOUT_S = 5.0  # all server threads together; one still busy is left behind
 
 
 class ServerDied(RuntimeError):
@@ -314,17 +315,25 @@ class RobotServer:
         with self._cond:
             self._cond.notify_all()
         self._jobs.put(None)
+        deadline = time.monotonic() + CLOSE_TIMEOUT_S
         for t in self._threads:
-            t.join(timeout=5)
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        stuck = [t.name for t in self._threads if t.is_alive()]
         self._threads = []
-        self._shutdown_context()
+        if stuck:  # a thread busy in a slow robot call: its sockets would block term() forever
+            log.warning("closing with %s still busy; their sockets are closed under them", stuck)
+        self._shutdown_context(force=bool(stuck))
+        log.info("robot server closed in %.1f s", time.monotonic() - deadline + CLOSE_TIMEOUT_S)
 
-    def _shutdown_context(self) -> None:
+    def _shutdown_context(self, force: bool = False) -> None:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
         if self._ctx is not None:
-            self._ctx.term()
+            if force:
+                self._ctx.destroy(linger=0)
+            else:
+                self._ctx.term()
             self._ctx = None
 
     def serve_forever(self) -> None:

@@ -579,6 +579,7 @@ class Studio:
 
         yield skip, f"Imagining event {k + 1}: {text}", skip, skip, skip, skip
         longest = 0
+        session.imagining = k  # Approve waits for this final, not the event's older imagination
         try:
             for msg in stream_iter:
                 if msg["type"] == "preview":
@@ -606,6 +607,7 @@ class Studio:
                 else:
                     result = msg["result"]
                     session.imagined[k] = result
+                    session.imagining = None
                     session.imagined_from[k] = np.asarray(session.obs.state, np.float32).copy()
                     video = _pad_video(result.video, longest)
                     log_imagination(
@@ -631,6 +633,9 @@ class Studio:
                     )
         except BackendError as e:
             yield stream.read(), warn(str(e)), skip, skip, skip, skip
+        finally:
+            if session.imagining == k:
+                session.imagining = None
 
     def _grid(self, session: Session, video: dict[str, np.ndarray]) -> tuple[np.ndarray, str]:
         gt = session.ground_truth["frames"] if session.ground_truth is not None else None
@@ -745,6 +750,10 @@ class Studio:
             raise BackendError("no robot connected")
         if not session.plan:
             raise BackendError("the plan is empty: add an event and imagine it first")
+        if session.imagining == k:
+            raise BackendError(
+                f"event {k + 1} is being imagined again: approve it once the final is in"
+            )
         im = session.imagined.get(k)
         if im is None:
             raise BackendError(

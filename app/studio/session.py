@@ -77,6 +77,7 @@ class Session:
         default_factory=dict
     )  # event index -> start state (7,)
     executed: dict[int, list[np.ndarray]] = field(default_factory=dict)  # event index -> ee poses
+    imagining: int | None = None  # the event an imagination is running for, until its final
     log: list[str] = field(default_factory=list)
     last_mode: str = ""
     message: str = ""

@@ -126,3 +126,18 @@ def test_finished_viewer_streams_are_dropped_but_the_newest() -> None:
     assert list(runs) == ["r3", "r4", "r5"]  # the two newest finished ones and the live one
     assert list(other) == ["x"]  # other tabs are left alone
     studio.prune_streams(None)  # no request (a call from code): nothing to do
+
+
+def test_approve_waits_for_the_running_imagination_of_its_event() -> None:
+    from app.studio.handlers import Studio
+    from backend.service import BackendError
+
+    studio = Studio(backend=None, robot=object(), tasks={})  # _send checks before any robot call
+    s = new_session()
+    s.set_plan(["reach the red block", "grasp it"])
+    s.imagining = 0  # a re-imagination of event 1 is on its way: its older chunk must not go
+    with pytest.raises(BackendError, match="being imagined again"):
+        studio._send(s, 0)
+    s.imagining = None
+    with pytest.raises(BackendError, match="not imagined yet"):
+        studio._send(s, 0)

@@ -250,7 +250,13 @@ def test_stop_demo_at_any_moment_leaves_the_robot_still(page, robot) -> None:
     from robot.client import RobotClient
 
     page.get_by_role("button", name="Demo", exact=True).click()
-    expect(page.get_by_role("note", name="Demo caption")).to_contain_text("3/6", timeout=180_000)
+    # Stop while the model imagines or the robot executes (stages 3-5 may each last ~1 s, under
+    # the 1 s polling of `expect`, so the page is polled every 50 ms).
+    page.wait_for_function(
+        "() => /[3-5]\\/6/.test(document.querySelector('.demo-caption')?.textContent || '')",
+        polling=50,
+        timeout=180_000,
+    )
     page.get_by_role("button", name="Stop demo").click()
     expect(status(page)).to_have_value(re.compile("Demo stopped: the robot holds, disarmed"))
     with RobotClient("127.0.0.1", robot.port, robot.port + 1, heartbeat=False) as c:

@@ -87,8 +87,16 @@ def imagine_and_wait(page, idle, mode: str = "event", steps: int = 4) -> None:
     page.get_by_role("radio", name=mode, exact=True).check()
     page.get_by_label("Denoising steps").fill(str(steps))
     idle(page)
+    # The page is shared by this module's tests: wait for this click's final (each final names
+    # its new imagination id), not an earlier one still in the status line.
+    before = status(page).input_value()
     page.get_by_role("button", name="Imagine", exact=True).click()
-    expect(status(page)).to_have_value(re.compile(r"Imagined event \d+ \(final\)|⚠"))
+    page.wait_for_function(
+        """before => { const v = document.querySelector('#status textarea').value;
+            return v !== before && (/Imagined event \\d+ \\(final\\)/.test(v) || v.includes('⚠')); }""",
+        arg=before,
+        timeout=300_000,
+    )
 
 
 def test_page_opens_with_task_live_observation_and_plan(page, telemetry) -> None:

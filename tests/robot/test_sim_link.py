@@ -221,7 +221,11 @@ def test_wallwm_sim_robot_command(tmp_path):
             assert abs(t["ee_pose"][2] - target[2]) < 5e-3
     finally:
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail(f"sim-robot still running 30 s after SIGINT:\n{proc.communicate()[0]}")
     assert proc.returncode == 0, out
 
     bad = subprocess.run(
