@@ -622,15 +622,21 @@ class Studio:
                             else "Dataset source: compare with the ground truth in the video grid."
                         )
                     )
-                    chunk = viewer_data(final=True)
-                    trace("imagine_final", session=session.id, bytes=len(chunk or b""))
+                    # The result in words and pictures first, then the viewer and the 3D
+                    # figure: their repaints (~1 s each without a GPU) come after it, not before.
+                    # The second message leaves the status line alone (an Approve may have
+                    # started in between: Approve waits only for `session.imagining`).
+                    trace("imagine_final", session=session.id)
                     yield (
-                        chunk,
+                        skip,
                         status,
                         *self._grid(session, result.video),
-                        self.figures(session)[0],
+                        skip,
                         self.plan_outputs(session)[0],
                     )
+                    chunk = viewer_data(final=True)
+                    trace("imagine_viewer", session=session.id, bytes=len(chunk or b""))
+                    yield chunk, skip, skip, skip, self.figures(session)[0], skip
         except BackendError as e:
             yield stream.read(), warn(str(e)), skip, skip, skip, skip
         finally:
