@@ -65,3 +65,57 @@ def target_follow(
         "target_shift": followed.tolist(),
         "follow_ratio": float(followed @ moved / (moved @ moved)),
     }
+
+
+COLOURS = ("red", "green", "blue")
+
+
+def colour_targets(
+    model, seed: int = 4, caption_track: str = "action", steps: int | None = None
+) -> dict:
+    """Does the colour word choose the button? One scene, the same event asked per colour.
+
+    The scripted expert's first "over the <colour> button" event of a `press_buttons_in_order`
+    episode is asked three times from its start, once per colour word (the rest of the caption
+    unchanged). Each colour's true target is where the expert's own event over that button
+    ended. A policy that ignores the word predicts one target for all three.
+    """
+    import re
+
+    from backend.model.wam import Observation
+    from robot.sim.experts import record_episode
+
+    ep = record_episode("press_buttons_in_order", seed, cameras=list(model.cameras) or None)
+    word = re.compile("|".join(COLOURS))
+    over = [
+        e
+        for e in ep.events
+        if "button" in (c := e.caption(caption_track))
+        and ("over" in c or "above" in c)
+        and word.search(c)
+    ]
+    truth = {word.search(e.caption(caption_track)).group(0): ep.states[e.end - 1, :2] for e in over}
+    if set(truth) != set(COLOURS):
+        raise ValueError(f"seed {seed}: the scene does not have the three colours {COLOURS}")
+    first = over[0]
+    obs = Observation(
+        {c: f[first.start] for c, f in ep.frames.items()}, ep.states[first.start], ep.cameras
+    )
+    caption = first.caption(caption_track)
+    predicted = {
+        c: model.predict_actions(obs, word.sub(c, caption), steps=steps, seed=seed)
+        .actions[-1, :2]
+        .astype(np.float64)
+        for c in COLOURS
+    }
+    nearest = {
+        c: min(COLOURS, key=lambda b: float(np.linalg.norm(predicted[c] - truth[b])))
+        for c in COLOURS
+    }
+    return {
+        "caption": caption,
+        "predicted": {c: v.tolist() for c, v in predicted.items()},
+        "true": {c: np.asarray(v, np.float64).tolist() for c, v in truth.items()},
+        "error_m": float(np.mean([np.linalg.norm(predicted[c] - truth[c]) for c in COLOURS])),
+        "nearest": nearest,  # colour asked -> button its target is nearest to
+    }

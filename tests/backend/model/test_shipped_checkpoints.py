@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from backend.model.reference import REFERENCE_FILE, check_reference
@@ -55,3 +56,22 @@ def test_the_shipped_event_policy_reaches_for_the_block_where_it_is(seed, shift)
     track = caption_track_of(read_config(SHIPPED_CHECKPOINT))
     r = target_follow(model, seed, shift, caption_track=track)
     assert r["follow_ratio"] > 0.5, r
+
+
+def test_the_shipped_event_policy_reads_the_button_colour():
+    """Ask "go over the <colour> button" with each colour word: the target goes to that button.
+
+    A policy that ignores the word (the shipped model before instruction-queried keypoints)
+    predicts one target for all three colours, nearest one button for every word.
+    """
+    from backend.eval.closed_loop import caption_track_of
+    from backend.eval.probe import COLOURS, colour_targets
+    from backend.model.checkpoint import read_config
+    from backend.model.wam import WorldActionModel
+
+    model = WorldActionModel.from_checkpoint(SHIPPED_CHECKPOINT).eval()
+    track = caption_track_of(read_config(SHIPPED_CHECKPOINT))
+    scenes = [colour_targets(model, seed, caption_track=track) for seed in (4, 9, 14, 19, 24, 29)]
+    right = sum(r["nearest"][c] == c for r in scenes for c in COLOURS)
+    error = float(np.mean([r["error_m"] for r in scenes]))
+    assert right >= 16 and error < 0.05, (right, error, scenes)
