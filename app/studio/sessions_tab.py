@@ -209,6 +209,9 @@ def _executed(reader: SessionReader) -> np.ndarray:
     return reader.frames.states()
 
 
+SIDE_BY_SIDE = ["Event", "A path mean (cm)", "A video MAE", "B path mean (cm)", "B video MAE"]
+
+
 def compare(studio, a: str | None, b: str | None) -> tuple:
     """Task Progress over steps (plot), divergence per event side by side, where paths parted."""
     import plotly.graph_objects as go
@@ -251,10 +254,7 @@ def compare(studio, a: str | None, b: str | None) -> tuple:
             if len(apart)
             else f"the executed paths stayed within {100 * DIVERGED_M:.0f} cm over {n} common steps"
         )
-        table = gr.Dataframe(
-            value=rows,
-            headers=["Event", "A path mean (cm)", "A video MAE", "B path mean (cm)", "B video MAE"],
-        )
+        table = gr.Dataframe(value=rows, headers=SIDE_BY_SIDE)
         return fig, table, f"A {ra.id} vs B {rb.id}: {where}."
 
 
@@ -299,8 +299,10 @@ def build() -> dict[str, Any]:
     c["grid_caption"] = gr.Markdown()
     c["timeline"] = gr.Textbox(label="Session timeline", lines=14, max_lines=14, interactive=False)
     with gr.Row():
-        c["progress"] = gr.Plot(label="Task Progress over time")
-        c["side_by_side"] = gr.Dataframe(label="Divergence side by side", interactive=False)
+        c["progress"] = gr.Plot(label="Task Progress over time (pick two sessions, then Compare)")
+        c["side_by_side"] = gr.Dataframe(
+            headers=SIDE_BY_SIDE, label="Divergence side by side", interactive=False
+        )
     c["compared"] = gr.Textbox(label="Comparison", interactive=False)
     return c
 
