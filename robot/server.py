@@ -320,19 +320,18 @@ class RobotServer:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in self._threads if t.is_alive()]
         self._threads = []
-        if stuck:  # a thread busy in a slow robot call: its sockets would block term() forever
-            log.warning("closing with %s still busy; their sockets are closed under them", stuck)
-        self._shutdown_context(force=bool(stuck))
+        if stuck:  # busy in a slow robot call: term() would wait for its socket forever, and
+            # closing a socket under a running thread aborts libzmq; the context is left to exit
+            log.warning("closing with %s still busy; their sockets go with the process", stuck)
+        self._shutdown_context(terminate=not stuck)
         log.info("robot server closed in %.1f s", time.monotonic() - deadline + CLOSE_TIMEOUT_S)
 
-    def _shutdown_context(self, force: bool = False) -> None:
+    def _shutdown_context(self, terminate: bool = True) -> None:
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
         if self._ctx is not None:
-            if force:
-                self._ctx.destroy(linger=0)
-            else:
+            if terminate:
                 self._ctx.term()
             self._ctx = None
 
