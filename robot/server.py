@@ -315,7 +315,8 @@ class RobotServer:
         with self._cond:
             self._cond.notify_all()
         self._jobs.put(None)
-        deadline = time.monotonic() + CLOSE_TIMEOUT_S
+        start = time.monotonic()
+        deadline = start + CLOSE_TIMEOUT_S
         for t in self._threads:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         stuck = [t.name for t in self._threads if t.is_alive()]
@@ -324,7 +325,7 @@ class RobotServer:
             # closing a socket under a running thread aborts libzmq; the context is left to exit
             log.warning("closing with %s still busy; their sockets go with the process", stuck)
         self._shutdown_context(terminate=not stuck)
-        log.info("robot server closed in %.1f s", time.monotonic() - deadline + CLOSE_TIMEOUT_S)
+        log.info("robot server closed in %.1f s", time.monotonic() - start)
 
     def _shutdown_context(self, terminate: bool = True) -> None:
         if self._auth is not None:

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import re
 
 import numpy as np
 import torch
 
 from backend.data.lerobot import EventDataset
-from backend.model.wam import Observation, WorldActionModel
-
-COLOURS = ("red", "green", "blue")
+from backend.eval.probe import COLOURS, ask_each_colour, button_events
+from backend.model.wam import WorldActionModel
 
 
 def main() -> None:
@@ -37,7 +35,6 @@ def main() -> None:
     torch.set_num_threads(1)
     model = WorldActionModel.from_checkpoint(args.checkpoint, use_ema=not args.raw).eval()
     ds = EventDataset(args.dataset)
-    pattern = re.compile("|".join(COLOURS))
     errors, spread_pred, spread_true, scenes = [], [], [], 0
     for i in range(ds.num_episodes):
         if scenes == args.scenes:
@@ -45,29 +42,11 @@ def main() -> None:
         if "press" not in ds.task(i):
             continue
         ep = ds.episode(i)
-        over = [
-            e
-            for e in ep.events
-            if "button" in e.caption(args.track)
-            and any(w in e.caption(args.track) for w in ("over", "above"))
-            and pattern.search(e.caption(args.track))
-        ]
-        truth = {
-            pattern.search(e.caption(args.track)).group(0): ep.states[e.end - 1, :2] for e in over
-        }
+        e, truth = button_events(ep, args.track)
         if set(truth) != set(COLOURS):
             continue  # held-out colours: the probe needs all three words
         scenes += 1
-        e = over[0]
-        obs = Observation(
-            {c: f[e.start] for c, f in ep.frames.items()}, ep.states[e.start], ep.cameras
-        )
-        pred = {
-            c: model.predict_actions(obs, pattern.sub(c, e.caption(args.track)), seed=0).actions[
-                -1, :2
-            ]
-            for c in COLOURS
-        }
+        pred = ask_each_colour(model, ep, e, e.caption(args.track), seed=0)
         print(f"episode {i}: {e.caption(args.track)!r}")
         for c in COLOURS:
             print(f"  {c:5s} predicted {np.round(pred[c], 3)}  true {np.round(truth[c], 3)}")

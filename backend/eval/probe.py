@@ -11,6 +11,7 @@ follows exactly and 0 for one that does not look.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import mujoco
@@ -68,6 +69,38 @@ def target_follow(
 
 
 COLOURS = ("red", "green", "blue")
+_COLOUR_WORD = re.compile("|".join(COLOURS))
+
+
+def button_events(ep, caption_track: str = "action") -> tuple:
+    """(first "over the <colour> button" event, {colour: where the expert's event over it ended})."""
+    over = [
+        e
+        for e in ep.events
+        if "button" in (c := e.caption(caption_track))
+        and ("over" in c or "above" in c)
+        and _COLOUR_WORD.search(c)
+    ]
+    truth = {
+        _COLOUR_WORD.search(e.caption(caption_track)).group(0): ep.states[e.end - 1, :2]
+        for e in over
+    }
+    return (over[0] if over else None), truth
+
+
+def ask_each_colour(model, ep, event, caption: str, steps=None, seed: int = 0) -> dict:
+    """{colour: predicted end-effector x, y} for `caption` with each colour word, from `event`'s start."""
+    from backend.model.wam import Observation
+
+    obs = Observation(
+        {c: f[event.start] for c, f in ep.frames.items()}, ep.states[event.start], ep.cameras
+    )
+    return {
+        c: model.predict_actions(obs, _COLOUR_WORD.sub(c, caption), steps=steps, seed=seed)
+        .actions[-1, :2]
+        .astype(np.float64)
+        for c in COLOURS
+    }
 
 
 def colour_targets(
@@ -80,34 +113,14 @@ def colour_targets(
     unchanged). Each colour's true target is where the expert's own event over that button
     ended. A policy that ignores the word predicts one target for all three.
     """
-    import re
-
-    from backend.model.wam import Observation
     from robot.sim.experts import record_episode
 
     ep = record_episode("press_buttons_in_order", seed, cameras=list(model.cameras) or None)
-    word = re.compile("|".join(COLOURS))
-    over = [
-        e
-        for e in ep.events
-        if "button" in (c := e.caption(caption_track))
-        and ("over" in c or "above" in c)
-        and word.search(c)
-    ]
-    truth = {word.search(e.caption(caption_track)).group(0): ep.states[e.end - 1, :2] for e in over}
+    first, truth = button_events(ep, caption_track)
     if set(truth) != set(COLOURS):
         raise ValueError(f"seed {seed}: the scene does not have the three colours {COLOURS}")
-    first = over[0]
-    obs = Observation(
-        {c: f[first.start] for c, f in ep.frames.items()}, ep.states[first.start], ep.cameras
-    )
     caption = first.caption(caption_track)
-    predicted = {
-        c: model.predict_actions(obs, word.sub(c, caption), steps=steps, seed=seed)
-        .actions[-1, :2]
-        .astype(np.float64)
-        for c in COLOURS
-    }
+    predicted = ask_each_colour(model, ep, first, caption, steps=steps, seed=seed)
     nearest = {
         c: min(COLOURS, key=lambda b: float(np.linalg.norm(predicted[c] - truth[b])))
         for c in COLOURS
