@@ -101,6 +101,19 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         "--resume", action="store_true", help="continue OUT/checkpoint (optimizer, EMA, step, RNG)"
     )
     p.add_argument("--vlm-path", help="a local Qwen checkpoint directory for the unified VLM")
+    p.add_argument(
+        "--freeze-denoiser",
+        action="store_true",
+        help="stage unified: train the VLM (and its states' embedding) only; event mode stays as "
+        "--init left it",
+    )
+    p.add_argument(
+        "--event-mix",
+        type=float,
+        default=0.5,
+        help="stage unified, recipe event: share of event-mode steps, so the checkpoint keeps "
+        "event mode (0: unified steps only)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -206,6 +219,8 @@ def _train(args: argparse.Namespace) -> int:
         init=str(args.init) if args.init else None,
         resume=args.resume,
         vlm_path=args.vlm_path,
+        event_mix=args.event_mix,
+        freeze_denoiser=args.freeze_denoiser,
         threads=args.threads,
         device=args.device,
         progress=not args.no_progress,

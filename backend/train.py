@@ -7,7 +7,9 @@
                     recipe `fixed` -> task caption, fixed 16-step windows (the baseline)
     stage unified   denoiser + VLM in unified mode: fixed 16-step windows, task caption,
                     staircase states, and the next-event caption of the window's event as the
-                    VLM's text target
+                    VLM's text target; with recipe `event`, `--event-mix` of the steps are
+                    event-mode steps on next-event samples, so the one denoiser keeps event
+                    mode while it learns unified mode
 
 Denoiser and unified steps are of two kinds, drawn per step: joint steps (video latents and
 actions denoised together, what imagination runs) and, with probability
@@ -102,13 +104,20 @@ class TrainConfig:
     # Latent cache directory (default OUT/latents); runs on the same data and VAE share it.
     latent_cache: str | None = None
     suffixes: bool = True  # action-only steps start event samples at a random step of the event
-    # Denoiser stage: train only the action tower (and its keypoint encoder); the video tower,
-    # and so every imagined video, stays exactly as --init left it.
+    # Train only the action tower (and its keypoint encoder; in the unified stage also the VLM
+    # and the embedding of its staircase states); the video tower, and so every event-mode
+    # imagined video, stays exactly as --init left it.
     freeze_video_tower: bool = False
+    # Unified stage: train the VLM and the embedding of its staircase states only; the denoiser,
+    # and so event mode (which uses neither), stays exactly as --init left it.
+    freeze_denoiser: bool = False
     precompute_latents: bool = (
         False  # encode every latent before the first step (else on first use)
     )
     vlm_path: str | None = None  # a local Qwen checkpoint for the unified stage
+    # Unified stage, event recipe: this share of the steps are event-mode steps (next-event
+    # samples, no VLM), the rest unified steps; the checkpoint serves both modes. 0: unified only.
+    event_mix: float = 0.5
     progress: bool = True
     device: str = "auto"
     threads: int | None = None  # CPU threads for torch (None: torch's default)
@@ -129,8 +138,12 @@ class TrainConfig:
             raise ValueError(f"vae_clip_frames must be 1 + 4k, got {self.vae_clip_frames}")
         if self.keep_every < 0:
             raise ValueError(f"keep_every must be >= 0, got {self.keep_every}")
+        if not 0 <= self.event_mix < 1:
+            raise ValueError(f"event_mix must be in [0, 1), got {self.event_mix}")
         if self.intervention_weight < 0:
             raise ValueError(f"intervention_weight must be >= 0, got {self.intervention_weight}")
+        if self.freeze_denoiser and self.stage != "unified":
+            raise ValueError("--freeze-denoiser is for the unified stage")
         if self.freeze_video_tower and self.stage == "vae":
             raise ValueError("--freeze-video-tower is for the denoiser and unified stages")
         if self.resume and self.init:
@@ -357,9 +370,10 @@ def _model_config(cfg: TrainConfig, source: Path | None):
             normalizer = Normalizer.from_stats(ckpt["normalizer"])
         if cfg.resume or ckpt.get("stage") != "vae":
             model_cfg = ModelConfig.from_dict(ckpt["model"])
-        if cfg.init and ckpt.get("stage") == cfg.stage and ckpt.get("recipe") == cfg.recipe:
-            # fine-tuning (e.g. on exported sessions): the weights were trained in this
-            # normaliser's units, so keep it rather than refit it on a small dataset
+        if cfg.init and _continues(ckpt, cfg):
+            # fine-tuning (e.g. on exported sessions) or the unified stage after the denoiser
+            # stage: the weights were trained in this normaliser's units, so keep it rather
+            # than refit it (on a small dataset, or on windows instead of events)
             normalizer = Normalizer.from_stats(ckpt["normalizer"])
     if cfg.keypoints is not None and cfg.keypoints != model_cfg.denoiser.keypoints:
         # fresh keypoints, in the current design: their MLP reads the instruction too
@@ -376,6 +390,17 @@ def _model_config(cfg: TrainConfig, source: Path | None):
     if cfg.vlm_path:
         model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))
     return model_cfg, normalizer
+
+
+def _continues(ckpt: dict, cfg: TrainConfig) -> bool:
+    """Whether an --init run goes on training the checkpoint's denoiser in its own units: the
+    same recipe, and the same stage or unified after denoiser."""
+    if ckpt.get("recipe") != cfg.recipe:
+        return False
+    return ckpt.get("stage") == cfg.stage or (ckpt.get("stage"), cfg.stage) == (
+        "denoiser",
+        "unified",
+    )
 
 
 def _fresh_parts(ckpt: dict, model_cfg: ModelConfig) -> tuple[str, ...]:
@@ -460,9 +485,13 @@ def train(cfg: TrainConfig) -> dict:
         p.requires_grad_(False)
     for m in _trainable(model, cfg.stage):
         m.requires_grad_(True)
-    if cfg.freeze_video_tower:
+    if cfg.freeze_video_tower:  # unified: the staircase states' embedding is unified mode's own
+        own = ACTION_TOWER + (("extra_context_embedding.",) if cfg.stage == "unified" else ())
         for name, p in model.denoiser.named_parameters():
-            p.requires_grad_(name.startswith(ACTION_TOWER))
+            p.requires_grad_(name.startswith(own))
+    if cfg.freeze_denoiser:
+        for name, p in model.denoiser.named_parameters():
+            p.requires_grad_(name.startswith("extra_context_embedding."))
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizers = _optimizers(cfg, params)
     ema = EMA(model, cfg.ema_decay)
@@ -477,12 +506,15 @@ def train(cfg: TrainConfig) -> dict:
         p = balanced.probabilities * weights
         balanced.probabilities = p / p.sum()
     stream = IndexStream(len(samples), cfg.seed, rank, world, balanced, weights)
+    mix = _event_mix(cfg, model_cfg, episodes, rank, world)  # (samples, stream) or None
 
     step = 0
     if cfg.resume:
         state = load_training_state(source_ckpt, optimizers)
         step = int(state["step"])
         stream.seek(int(state["epoch"]), int(state["offset"]))
+        if mix is not None:
+            mix[1].seek(int(state.get("event_epoch", 0)), int(state.get("event_offset", 0)))
         ema.load(load_tensors(source_ckpt / EMA_FILE))
         if world > 1:  # the saved RNG is rank 0's: give every rank its own stream again
             torch.manual_seed(cfg.seed + rank + 7919 * step)
@@ -534,12 +566,17 @@ def train(cfg: TrainConfig) -> dict:
     t_start, samples_seen = time.perf_counter(), 0
     model.train()
     while step < cfg.steps:
-        idx = stream.take(cfg.batch_size)
         # Per-step draws from (seed, step): a resumed run makes the same choices, and every rank
         # takes the same kind of step (their losses are averaged key by key); suffixes per rank.
         action_only = bool(
             np.random.default_rng((cfg.seed, step)).random() < cfg.objective.video_noise_prob
         )
+        event_step = mix is not None and bool(
+            np.random.default_rng((cfg.seed, step, 1)).random() < cfg.event_mix
+        )
+        step_samples, step_stream = mix if event_step else (samples, stream)
+        step_objective = "event" if event_step else objective
+        idx = step_stream.take(cfg.batch_size)
         rng = np.random.default_rng((cfg.seed, rank, step))
         for opt in optimizers:
             for g in opt.param_groups:
@@ -548,7 +585,7 @@ def train(cfg: TrainConfig) -> dict:
             parts = net(collate([samples[i] for i in idx]), "vae")
         else:
             batch, latents = _batch(
-                samples,
+                step_samples,
                 idx,
                 store,
                 episodes,
@@ -559,7 +596,7 @@ def train(cfg: TrainConfig) -> dict:
             )
             parts = net(
                 batch,
-                objective,
+                step_objective,
                 latents=latents.to(device),
                 loss_config=cfg.objective,
                 action_only=action_only,
@@ -590,6 +627,7 @@ def train(cfg: TrainConfig) -> dict:
                 "step": step,
                 **losses,
                 "action_only": objective != "vae" and action_only,
+                **({"event_step": event_step} if mix is not None else {}),
                 "lr": lr_at(cfg, step - 1),
                 "samples_per_s": rate,
                 "elapsed_s": time.perf_counter() - t_start,
@@ -604,6 +642,8 @@ def train(cfg: TrainConfig) -> dict:
                 _calibrate_latents(model, ema, samples, cfg)
             if rank == 0:
                 train_state = {"step": step, "epoch": stream.epoch, "offset": stream.offset}
+                if mix is not None:
+                    train_state.update(event_epoch=mix[1].epoch, event_offset=mix[1].offset)
                 config = {
                     **model.checkpoint_config(),
                     "stage": cfg.stage,
@@ -632,6 +672,29 @@ def train(cfg: TrainConfig) -> dict:
         "world_size": world,
         "rank": rank,
     }
+
+
+def _event_mix(cfg: TrainConfig, model_cfg, episodes, rank: int, world: int):
+    """(next-event samples, their index stream) for the unified stage's event-mode steps, or
+    None when the run takes none (another stage or recipe, `event_mix` 0, a frozen
+    denoiser, no events)."""
+    if cfg.stage != "unified" or cfg.recipe != "event" or cfg.event_mix <= 0:
+        return None
+    if cfg.freeze_denoiser:  # an event-mode step would train nothing
+        return None
+    if not episodes.has_events:
+        return None
+    from backend.data.sampler import ClusterBalancedSampler
+
+    samples = _samples(replace(cfg, stage="denoiser"), model_cfg, episodes)  # next-event samples
+    if len(samples) == 0:
+        return None
+    balanced = (
+        ClusterBalancedSampler.from_samples(samples, cfg.caption_track, seed=cfg.seed)
+        if cfg.balanced
+        else None
+    )
+    return samples, IndexStream(len(samples), cfg.seed + 1, rank, world, balanced)
 
 
 def _batch(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 from pathlib import Path
 
 
@@ -23,6 +24,13 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         "--heartbeat-timeout", type=float, default=0.5, help="seconds; armed and silent -> FAULT"
     )
     p.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="sim seconds per wall-clock second (default 1: real time; 0.25: slow motion, "
+        "every control period lasts 4x longer)",
+    )
+    p.add_argument(
         "--keys", type=Path, help="CURVE key directory: server.key_secret and clients/*.key"
     )
     p.add_argument(
@@ -32,6 +40,20 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         help="write server + 'workbench' client keys to DIR and exit",
     )
     p.set_defaults(func=_sim_robot)
+
+
+SHUTDOWN_LIMIT_S = 15.0  # Ctrl-C ends the process within this, however the shutdown goes
+
+
+def _interrupt_with_a_time_limit(signum: int, frame: object) -> None:
+    """SIGINT: stop as usual (KeyboardInterrupt), but if the process is still alive
+    SHUTDOWN_LIMIT_S later, print every thread's stack (where the shutdown hangs) and exit
+    with status 1. A robot whose server hangs on its way out gets no more targets and holds;
+    an operator's Ctrl-C must still end the process."""
+    import faulthandler
+
+    faulthandler.dump_traceback_later(SHUTDOWN_LIMIT_S, exit=True)
+    raise KeyboardInterrupt
 
 
 def _sim_robot(args: argparse.Namespace) -> int:
@@ -57,8 +79,15 @@ def _sim_robot(args: argparse.Namespace) -> int:
     from robot.sim.robot import SimRobot
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    robot = SimRobot(task=args.task, seed=args.seed, resolution=args.resolution)
+    try:
+        robot = SimRobot(
+            task=args.task, seed=args.seed, resolution=args.resolution, time_scale=args.time_scale
+        )
+    except ValueError as e:
+        print(f"wallwm sim-robot: {e}")
+        return 2
     server = RobotServer(robot, config)
+    signal.signal(signal.SIGINT, _interrupt_with_a_time_limit)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

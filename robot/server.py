@@ -152,7 +152,7 @@ class _Chunk:
     identity: bytes
     chunk_id: str
     actions: np.ndarray  # (H, 7) float64
-    dt: float
+    dt: float  # wall-clock seconds per step: the message's dt over the robot's time scale
     event_index: int | None
     intervention: bool = False  # a take-over (jog or flagged chunk): recordings mark its steps
     jog: bool = False  # a jog: no final ack
@@ -217,6 +217,9 @@ class RobotServer:
         if not np.all(lo < hi):
             raise ValueError(f"workspace_min {lo} must be below workspace_max {hi}")
         self.limits = SafetyLimits(lo, hi, float(cfg.max_step_m), float(cfg.max_rot_step_rad))
+        # A simulated robot may run slower (or faster) than the wall clock: one control period
+        # of its time then lasts 1 / (fps * time_scale) wall seconds. Real robots have none (1).
+        self.time_scale = float(getattr(robot, "time_scale", 1.0))
         self.stats = ServerStats()
 
         self._lock = threading.Lock()  # state lock
@@ -436,6 +439,7 @@ class RobotServer:
             "action_names": list(ACTION_NAMES),
             "state_names": list(STATE_NAMES),
             "fps": int(r.fps),
+            "time_scale": self.time_scale,
             "cameras": {name: c.to_dict() for name, c in r.cameras.items()},
             "limits": {
                 "workspace_min": self.limits.workspace_min.tolist(),
@@ -780,7 +784,7 @@ class RobotServer:
                 identity=identity,
                 chunk_id=msg["chunk_id"],
                 actions=msg["actions"].astype(np.float64),
-                dt=float(msg["dt"]),
+                dt=float(msg["dt"]) / self.time_scale,
                 event_index=msg.get("event_index"),
                 intervention=msg.get("intervention", False),
             )
@@ -844,7 +848,7 @@ class RobotServer:
                 identity=identity,
                 chunk_id=f"jog-{next(self._jogs)}",
                 actions=goal[None],
-                dt=1.0 / self.robot.fps,
+                dt=1.0 / self.robot.fps / self.time_scale,
                 event_index=None,
                 intervention=True,
                 jog=True,

@@ -1,8 +1,10 @@
-"""Memory kept by rerun-sdk per recording stream: throwaway recordings vs one reused recording.
+"""Memory kept by rerun-sdk per recording stream: throwaway recordings, released or not, vs one
+reused recording.
 
 The studio streams every event to the page through `rr.binary_stream()`; this measures what a
-recording costs the process after its stream is read and dropped. Prints RSS and thread count
-every 10 streams for both patterns:
+recording costs the process after its stream is read and dropped, and what
+`viewers.rerun.release_finished_recordings` (the sweep the studio runs between events) gives
+back. Prints RSS and thread count every 10 streams for each pattern:
 
     python scripts/rerun_recording_memory.py [--streams 40]
 
@@ -19,6 +21,8 @@ import uuid
 
 import numpy as np
 import rerun as rr
+
+from viewers.rerun import release_finished_recordings
 
 
 def rss_mb() -> float:
@@ -44,8 +48,13 @@ def main() -> None:
     args = p.parse_args()
     frames = np.random.default_rng(0).integers(0, 255, (30, 64, 64, 3), dtype=np.uint8)
     trim = ctypes.CDLL("libc.so.6").malloc_trim
-    for pattern in ("new recording per stream", "one reused recording"):
-        reused = rr.RecordingStream("wallwm", recording_id=uuid.uuid4())
+    patterns = ("new recording per stream", "new recording, released", "one reused recording")
+    for pattern in patterns:
+        reused = (
+            rr.RecordingStream("wallwm", recording_id=uuid.uuid4())
+            if pattern.startswith("one")
+            else None
+        )
         start, threads0 = rss_mb(), len(os.listdir("/proc/self/task"))
         for i in range(args.streams):
             rec = (
@@ -56,6 +65,8 @@ def main() -> None:
             size = stream_once(rec, frames)
             del rec
             gc.collect()
+            if pattern.endswith("released"):
+                release_finished_recordings()
             trim(0)
             if (i + 1) % 10 == 0:
                 print(

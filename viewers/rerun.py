@@ -30,7 +30,10 @@ All of them log into the current recording (e.g. inside `@rr.thread_local_stream
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import functools
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import rerun as rr
@@ -74,6 +77,82 @@ SERIES_COLOURS = {
     "gripper": (90, 90, 90),
     "validity": (155, 93, 229),
 }
+
+
+def send_blueprint(names: Sequence[str], recording=None) -> None:
+    """Send `blueprint(names)` to the current recording (or `recording`), made active.
+
+    What `rr.send_blueprint` does, except that the blueprint's own stream is disconnected once
+    its contents are sent: rerun-sdk 0.39 never frees a blueprint stream otherwise (two batching
+    threads and its data per call, which no sweep reclaims), and the studio sends the blueprint
+    with every streamed event.
+    """
+    import rerun_bindings
+    from rerun.recording_stream import RecordingStream, get_application_id
+
+    app_id = get_application_id(recording=recording) or APP_ID
+    stream = RecordingStream._from_native(
+        rerun_bindings.new_blueprint(
+            application_id=app_id, make_default=False, make_thread_default=False
+        )
+    )
+    try:
+        stream.set_time("blueprint", sequence=0)
+        blueprint(names)._log_to_stream(stream)
+        memory = stream.memory_recording()
+        rerun_bindings.send_blueprint(
+            memory.storage,
+            True,  # make_active
+            True,  # make_default
+            recording=recording.to_native() if recording is not None else None,
+        )
+    finally:
+        stream.disconnect()
+
+
+def release_finished_recordings() -> None:
+    """Free what rerun-sdk still holds for recordings Python no longer references.
+
+    rerun-sdk 0.39 drops a recording's native side (its batcher threads and the chunks logged
+    into it) only in an explicit sweep: a `@rr.thread_local_stream` generator leaves ~2 MB and
+    two threads per call otherwise, for the life of the process. The sweep flushes every
+    recording first, and flushing a live binary stream waits for its reader, so call it only
+    when no stream is live; `stream_recording` does that.
+    """
+    import rerun_bindings
+
+    rerun_bindings.flush_and_cleanup_orphaned_recordings()
+
+
+_live_streams = 0
+_live_lock = threading.Lock()
+
+
+def stream_recording(func: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
+    """`@rr.thread_local_stream(APP_ID)` for a generator that streams one recording to a page,
+    with the memory of finished ones given back.
+
+    Each call gets its own recording (as with rerun's decorator); a call that starts while no
+    other such generator is running first sweeps the recordings of the finished ones
+    (`release_finished_recordings`). While one is running (a chunk being followed for a minute)
+    the sweep waits for the next idle moment: flushing its stream would block until it reads.
+    """
+    inner = rr.thread_local_stream(APP_ID)(func)
+
+    @functools.wraps(func)
+    def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        global _live_streams
+        with _live_lock:
+            if _live_streams == 0:
+                release_finished_recordings()
+            _live_streams += 1
+        try:
+            yield from inner(*args, **kwargs)
+        finally:
+            with _live_lock:
+                _live_streams -= 1
+
+    return generator
 
 
 # ---------------------------------------------------------------------------------- blueprint

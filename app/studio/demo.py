@@ -7,9 +7,9 @@ operator takes over, jogs the gripper up and hands back at event 2, then edits e
 wording), and execution from the corrected event. Each stage shows a caption above the plan.
 It is recorded like any session.
 
-**Stop demo** works at any moment: it stops the demo's handler, stops a running chunk on the
-robot (the robot holds) and disarms it; the demo's own end does the same, so it never leaves
-the robot moving.
+**Stop demo** works at any moment: it stops a running chunk on the robot (the robot holds),
+disarms it, and ends the showcase at its next step; the showcase's own end does the same, so it
+never leaves the robot moving.
 """
 
 from __future__ import annotations
@@ -56,9 +56,30 @@ def _status(status: str, caption: str) -> tuple:
     return (s, s, s, s, s, s, s, status, s, s, s, s, s, s, s, caption_html(caption))
 
 
+def demo(studio, session: Session) -> Iterator[tuple]:
+    """What **Demo** runs: the showcase, ended at its next step once Stop demo is pressed.
+
+    Stop demo does not cancel this handler through Gradio: a cancelled handler's last message can
+    still reach the page after Stop demo's own, and the page would show a stale "Imagining…"
+    over "Demo stopped". Instead the showcase is closed here (its `finally` leaves the robot
+    still) and the last message the page gets from the demo is the stopped status.
+    """
+    session.demo_stop.clear()
+    showcase = run_demo(studio, session)
+    try:
+        for item in showcase:
+            if session.demo_stop.is_set():
+                break
+            yield item
+    finally:
+        showcase.close()
+    if session.demo_stop.is_set():
+        yield _status(_stopped(studio), "")
+
+
 def run_demo(studio, session: Session) -> Iterator[tuple]:
     """The showcase, stage by stage; stops at the next stage boundary after Stop demo."""
-    rec = None
+    stop = session.demo_stop
     try:
         studio.end_recording(session)
         cap = "1/6 · The task: a reasoning task — press the buttons in the order the instruction gives."
@@ -74,25 +95,24 @@ def run_demo(studio, session: Session) -> Iterator[tuple]:
         session.executed.clear()
         studio._observe(session)
         rec = studio.recording(session)
-        rec.stop_demo.clear()
         cap = f"1/6 · Task: “{scene.instruction}”. The robot's three cameras are in the viewer."
         for item in studio._stream_context(session, f"Demo: {scene.instruction}"):
             yield _scene(item, cap)
-        _pause(2.0, rec)
+        _pause(2.0, stop)
 
-        if rec.stop_demo.is_set():
+        if stop.is_set():
             return
         cap = (f"2/6 · Plan proposal: {len(session.plan)} next events, one short instruction each. "
                "The operator can edit, insert or reorder them.")  # fmt: skip
         yield _status(f"Demo: the plan has {len(session.plan)} events.", cap)
-        _pause(2.5, rec)
+        _pause(2.5, stop)
 
-        if rec.stop_demo.is_set():
+        if stop.is_set():
             return
         cap = "3/6 · Imagination: the model imagines event 1 — video for every view and the gripper path."
         for item in studio.imagine(session, "event", 0, DEMO_STEPS):
             yield _run(item, cap)
-        if 0 not in session.imagined or rec.stop_demo.is_set():
+        if 0 not in session.imagined or stop.is_set():
             return
 
         cap = "4/6 · Approval: the operator approves; the chunk streams to the robot and executes."
@@ -105,7 +125,7 @@ def run_demo(studio, session: Session) -> Iterator[tuple]:
         outcome: dict[str, bool] = {}
         for item in teleop._follow(studio, session, handle, 0, im.length, outcome):
             yield _run(item, cap)
-            if rec.stop_demo.is_set():
+            if stop.is_set():
                 return
 
         cap = ("5/6 · A correction: the operator takes over, jogs the gripper up by hand "
@@ -113,7 +133,7 @@ def run_demo(studio, session: Session) -> Iterator[tuple]:
         status, _ = teleop.take_over(studio, session)
         yield _status(status, cap)
         for _ in range(3):
-            if rec.stop_demo.is_set():
+            if stop.is_set():
                 return
             yield _status(teleop.jog(studio, session, "+z"), cap)
             time.sleep(0.3)
@@ -125,14 +145,14 @@ def run_demo(studio, session: Session) -> Iterator[tuple]:
                "version and, on export, a language interjection.")  # fmt: skip
         yield (gr.skip(), out[0], out[1], out[2], *(gr.skip(),) * 3, out[3],
                *(gr.skip(),) * 7, caption_html(cap))  # fmt: skip
-        _pause(2.0, rec)
+        _pause(2.0, stop)
 
-        if rec.stop_demo.is_set():
+        if stop.is_set():
             return
         cap = f"6/6 · Execution goes on from event {k + 1}, imagined again from where the robot is now."
         for item in teleop.run_plan(studio, session, "event", 0, DEMO_STEPS):
             yield _run(item, cap)
-            if rec.stop_demo.is_set() or session.active > k:
+            if stop.is_set() or session.active > k:
                 break
         rec.pause_requested.set()
         yield _status(
@@ -144,9 +164,9 @@ def run_demo(studio, session: Session) -> Iterator[tuple]:
         _halt(studio)
 
 
-def _pause(seconds: float, rec) -> None:
+def _pause(seconds: float, stop) -> None:
     """Let the audience read, but wake at once on Stop demo."""
-    rec.stop_demo.wait(seconds)
+    stop.wait(seconds)
 
 
 def _halt(studio) -> None:
@@ -168,10 +188,14 @@ def _halt(studio) -> None:
 
 def stop_demo(studio, session: Session) -> tuple[str, str]:
     """Stop the showcase now; the robot is left holding and disarmed."""
+    session.demo_stop.set()
     rec = getattr(session, "rec", None)
     if rec is not None:
-        rec.stop_demo.set()
         rec.pause_requested.set()
         rec.takeover_event = None
     _halt(studio)
-    return f"Demo stopped: the robot holds, disarmed ({studio.mode() or 'no robot'}).", ""
+    return _stopped(studio), ""
+
+
+def _stopped(studio) -> str:
+    return f"Demo stopped: the robot holds, disarmed ({studio.mode() or 'no robot'})."

@@ -6,8 +6,10 @@ they never raise into Gradio: a bad request becomes a message in the status box 
 studio stays up.
 
 Rerun: every handler that changes what the viewer shows is a generator running inside its
-own `@rr.thread_local_stream` recording, which it fills with the blueprint, the scene, the
-observation and the plan's paths, then streams (`rr.binary_stream().read()`) as it goes.
+own recording (`viewers.rerun.stream_recording`: rerun's `@rr.thread_local_stream`, plus a sweep
+that gives back what rerun-sdk keeps of finished ones), which it fills with the blueprint, the
+scene, the observation and the plan's paths, then streams (`rr.binary_stream().read()`) as it
+goes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from app.studio import pictures
 from app.studio.session import SOURCES, PlanError, Session, label_index, parse_plan
 from backend.service import Backend, BackendError
 from robot.types import CameraCalib
+from viewers.rerun import stream_recording
 
 log = logging.getLogger("wallwm.studio")
 
@@ -40,14 +43,31 @@ RERUN_EVERY_S = 2.0  # while imagining, the viewer gets its data at most this of
 KEEP_STREAMS = (
     4  # finished viewer streams a tab keeps in the studio's memory (Studio.prune_streams)
 )
-EXEC_REFRESH_S = (
-    1.0  # how often the viewer gets the executed path while a chunk runs (a repaint each)
-)
+EXEC_REFRESH_S = 1.0  # the status line's refresh while a chunk runs
+PATH_PUSH_M = 0.005  # the viewer gets the executed path again once it moved this far (a repaint)
 WORKSPACE_DEFAULT = ((-0.22, -0.22, 0.0), (0.22, 0.22, 0.30))
 
 
 def warn(text: str) -> str:
     return f"⚠ {text}"
+
+
+def track_pose(path: list[np.ndarray], telemetry: dict, chunk_id: str) -> None:
+    """Append the end-effector pose of `telemetry` to the executed `path` of chunk `chunk_id`
+    (skipped when telemetry is about another chunk or the pose has not moved)."""
+    if telemetry.get("chunk_id") == chunk_id and "ee_pose" in telemetry:
+        pose = np.asarray(telemetry["ee_pose"], np.float32)
+        if not path or not np.allclose(path[-1], pose):
+            path.append(pose)
+
+
+def path_moved(path: list[np.ndarray], shown: np.ndarray | None) -> bool:
+    """Whether the executed `path` moved PATH_PUSH_M since the viewer last showed it (`shown`, the
+    pose it ended at). Every push repaints the viewer (~1 s of the page's main thread without a
+    GPU), so a slow or holding robot is not redrawn every refresh: the page stays responsive."""
+    if not path:
+        return False
+    return shown is None or float(np.linalg.norm(path[-1][:3] - shown[:3])) >= PATH_PUSH_M
 
 
 def trace(mark: str, **fields: Any) -> None:
@@ -162,18 +182,18 @@ class Studio:
     def _log_context(self, session: Session, status: str | None = None) -> None:
         """Blueprint, scene, observation, and every path of the plan so far, into the current recording."""
         from viewers.rerun import (
-            blueprint,
             highlight_event,
             log_executed,
             log_observation,
             log_preview,
             log_scene,
+            send_blueprint,
         )
 
         cams = _obs_cameras(session) or self.cameras()
         if not cams:
             return
-        rr.send_blueprint(blueprint(list(cams)), make_active=True)
+        send_blueprint(list(cams))
         lo, hi = self.workspace()
         log_scene(cams, lo, hi)
         if session.obs is not None:
@@ -247,7 +267,7 @@ class Studio:
         for outputs in self._stream_context(session, message):
             yield (*outputs, session)
 
-    @rr.thread_local_stream("wallwm")
+    @stream_recording
     def _stream_context(self, session: Session, message: str) -> Iterator[tuple]:
         stream = rr.binary_stream()
         self._log_context(session)
@@ -434,6 +454,8 @@ class Studio:
         return (*self.plan_outputs(session), message)
 
     def select_event(self, session: Session, label: str | None) -> tuple:
+        trace("select_event", session=session.id, label=str(label))
+
         def change() -> str:
             k = label_index(label)
             if k is None or not 0 <= k < len(session.plan):
@@ -510,6 +532,7 @@ class Studio:
         request: gr.Request | None = None,
     ) -> Iterator[tuple]:
         """Stream the imagination of the active event: previews, then the final result."""
+        trace("imagine_request", session=session.id)
         self.prune_streams(request)
         yield from self._imagine(session, mode, seed, steps)
 
@@ -534,7 +557,7 @@ class Studio:
         for run in ended[: max(0, len(ended) - keep)]:
             runs.pop(run, None)
 
-    @rr.thread_local_stream("wallwm")
+    @stream_recording
     def _imagine(
         self, session: Session, mode: str, seed: float | None, steps: float | None
     ) -> Iterator[tuple]:
@@ -651,9 +674,11 @@ class Studio:
 
     def approve(self, session: Session) -> Iterator[tuple]:
         """Send the active event's imagined chunk to the robot and follow it until it ends."""
+        trace("approve_start", session=session.id)
         yield from self._approve(session)
+        trace("approve_end", session=session.id)
 
-    @rr.thread_local_stream("wallwm")
+    @stream_recording
     def _approve(self, session: Session) -> Iterator[tuple]:
         from robot.client import LinkError, RejectedError
         from viewers.rerun import highlight_event, log_executed, log_imagination, log_observation
@@ -689,33 +714,37 @@ class Studio:
         )
         started = time.monotonic()
         last_yield = 0.0
+        shown: np.ndarray | None = None  # where the viewer's executed path ends
         status = ""
-        while not handle.finished.done():
-            t = self.robot.telemetry or {}
-            if t.get("chunk_id") == handle.chunk_id and "ee_pose" in t:
-                pose = np.asarray(t["ee_pose"], np.float32)
-                if not path or not np.allclose(path[-1], pose):
-                    path.append(pose)
-            if self.robot.telemetry_age_s > LINK_SLOW_S:
-                status = warn(
-                    f"robot link lost during event {k + 1}: no telemetry for "
-                    f"{self.robot.telemetry_age_s:.1f} s. The robot holds on its own watchdog."
-                )
-                session.note(f"chunk {handle.chunk_id}: link lost mid-chunk")
+        while not status:  # the chunk, then any chunk that replaced it (Replace running chunk)
+            while not handle.finished.done():
+                t = self.robot.telemetry or {}
+                track_pose(path, t, handle.chunk_id)
+                if self.robot.telemetry_age_s > LINK_SLOW_S:
+                    status = warn(
+                        f"robot link lost during event {k + 1}: no telemetry for "
+                        f"{self.robot.telemetry_age_s:.1f} s. The robot holds on its own watchdog."
+                    )
+                    session.note(f"chunk {handle.chunk_id}: link lost mid-chunk")
+                    break
+                if time.monotonic() - last_yield >= EXEC_REFRESH_S and path:
+                    last_yield = time.monotonic()
+                    viewer = skip
+                    if path_moved(path, shown):
+                        shown = path[-1]
+                        log_executed(k, np.asarray(path))
+                        viewer = stream.read()
+                    yield (
+                        viewer,
+                        f"Executing event {k + 1}: step {t.get('step', 0)}/{im.length} "
+                        f"({last_yield - started:.1f} s)",
+                        skip,
+                        skip,
+                        t.get("mode", skip),
+                    )
+                time.sleep(0.02)
+            if status:
                 break
-            if time.monotonic() - last_yield >= EXEC_REFRESH_S and path:
-                last_yield = time.monotonic()
-                log_executed(k, np.asarray(path))
-                yield (
-                    stream.read(),
-                    f"Executing event {k + 1}: step {t.get('step', 0)}/{im.length} "
-                    f"({last_yield - started:.1f} s)",
-                    skip,
-                    skip,
-                    t.get("mode", skip),
-                )
-            time.sleep(0.02)
-        if not status:
             ack = handle.finished.result()
             executed, clipped = ack.get("executed_steps", 0), ack.get("clipped_steps", 0)
             final = ack.get("status")
@@ -723,7 +752,26 @@ class Studio:
                 f"chunk {handle.chunk_id}: {final}, {executed} steps executed, {clipped} clipped"
                 + (f" ({ack.get('reason')})" if ack.get("reason") else "")
             )
-            if final == "done":
+            successor = session.successor(ack)
+            if successor is not None:  # follow the replacement as its own event
+                if path:
+                    log_executed(k, np.asarray(path))
+                highlight_event(k, text, "aborted")
+                old, (handle, k) = k, successor
+                im, text = session.imagined[k], session.plan[k]
+                path = session.executed[k] = []
+                shown = None
+                log_imagination(k, im.chunk, im.validity, im.video, text)
+                highlight_event(k, text, "executing")
+                yield (
+                    stream.read(),
+                    f"Executing event {k + 1} in place of event {old + 1}: {text} "
+                    f"({im.length} steps)",
+                    skip,
+                    self.plan_outputs(session)[0],
+                    skip,
+                )
+            elif final == "done":
                 status = f"Event {k + 1} done: {executed} steps executed, {clipped} clipped."
                 if k + 1 < len(session.plan):
                     session.active = k + 1

@@ -34,6 +34,9 @@ from sessions.store import DEFAULT_ROOT, SessionError, SessionStore, checkpoint_
 log = logging.getLogger("wallwm.studio")
 
 POLL_S = 0.02  # telemetry poll of the step recorder (control runs at 10 Hz, telemetry at 50 Hz)
+KEEP_RECENT_CHUNKS = (
+    4  # the latest chunks whose imaginations keep their video (Recording.keep_video)
+)
 
 
 def describe_change(before: list[str], after: list[str]) -> str:
@@ -67,11 +70,11 @@ class Recording:
         self.takeover_event: int | None = None  # the event the operator is correcting by hand
         self.jog_target: np.ndarray | None = None
         self.pause_requested = threading.Event()  # a running plan stops at the next boundary
-        self.stop_demo = threading.Event()
         self.handle: Any | None = None  # the chunk a plan run follows (kept across Pause)
         self.running_plan = False
         self.last_error = ""
-        self.videos: dict[int, dict[str, np.ndarray]] = {}  # imagination id -> its video
+        # imagination id -> its video, for the divergence of the chunk sent from it (`keep_video`)
+        self.videos: dict[int, dict[str, np.ndarray]] = {}
         self._frames: dict[str, list[Frame]] = {}
         self._ended: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -81,6 +84,18 @@ class Recording:
         self._thread.start()
 
     # -- chunks ----------------------------------------------------------------------------
+
+    def keep_video(self, event_index: int, imagination_id: int, video: dict) -> None:
+        """Hold an imagination's video until a chunk sent from it can be compared with what the
+        robot did. Only each event's latest imagination can be sent, plus one that a running
+        chunk came from, so the videos of the others are let go (they are in the store): a
+        long session's memory stays flat."""
+        self.imagination_ids[event_index] = imagination_id
+        self.videos[imagination_id] = video
+        running = {c["imagination_id"] for c in list(self.chunks.values())[-KEEP_RECENT_CHUNKS:]}
+        keep = set(self.imagination_ids.values()) | running
+        for iid in [i for i in self.videos if i not in keep]:
+            del self.videos[iid]
 
     def chunk_started(
         self, handle: Any, event_index: int, actions: np.ndarray, replace: bool = False
@@ -329,8 +344,7 @@ class RecordingStudio(Studio):
             timings={**im.timings, **self.backend.last_timings},
             start_state=session.imagined_from[k],
         )
-        rec.imagination_ids[k] = iid
-        rec.videos[iid] = im.video or {}
+        rec.keep_video(k, iid, im.video or {})
         return f"imagination #{iid}"
 
     def _send(self, session: Session, k: int) -> tuple[Any, Any]:

@@ -10,6 +10,7 @@ of the events whose index or text changed: an imagination belongs to one event t
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -78,10 +79,14 @@ class Session:
     )  # event index -> start state (7,)
     executed: dict[int, list[np.ndarray]] = field(default_factory=dict)  # event index -> ee poses
     imagining: int | None = None  # the event an imagination is running for, until its final
+    replacements: dict[str, tuple[Any, int]] = field(
+        default_factory=dict
+    )  # chunk id sent by Replace running chunk -> (its handle, its event index)
     log: list[str] = field(default_factory=list)
     last_mode: str = ""
     message: str = ""
     rec: Any | None = None  # app.studio.recording.Recording, from the tab's first recorded act
+    demo_stop: threading.Event = field(default_factory=threading.Event, repr=False)  # Stop demo
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __deepcopy__(self, memo: dict) -> Session:
@@ -90,6 +95,12 @@ class Session:
         return self
 
     # ------------------------------------------------------------ log
+
+    def successor(self, ack: dict[str, Any]) -> tuple[Any, int] | None:
+        """(handle, event index) of the chunk that replaced the one `ack` ended, if this tab
+        sent it; None for any other end."""
+        m = re.fullmatch(r"replaced by chunk '(.+)'", str(ack.get("reason") or ""))
+        return self.replacements.get(m.group(1)) if m else None
 
     def note(self, text: str) -> None:
         """Append a line to the robot log, with the wall-clock time."""

@@ -26,6 +26,7 @@ from PIL import Image, ImageDraw
 from app.studio.handlers import warn
 from sessions.divergence import DIVERGED_M
 from sessions.store import SessionError, SessionReader
+from viewers.rerun import stream_recording
 
 EXPORTS = Path("runs/exports")
 LIST_HEADERS = [
@@ -158,10 +159,16 @@ def replay(studio, session_id: str | None) -> Iterator[tuple]:
     yield from _replay(studio, session_id)
 
 
-@rr.thread_local_stream("wallwm")
+@stream_recording
 def _replay(studio, session_id: str | None) -> Iterator[tuple]:
     from robot.types import CameraCalib
-    from viewers.rerun import blueprint, log_executed, log_imagination, log_observation, log_scene
+    from viewers.rerun import (
+        log_executed,
+        log_imagination,
+        log_observation,
+        log_scene,
+        send_blueprint,
+    )
 
     skip = gr.skip()
     try:
@@ -172,7 +179,7 @@ def _replay(studio, session_id: str | None) -> Iterator[tuple]:
     with reader:
         stream = rr.binary_stream()
         names = list(reader.meta.get("cameras") or {}) or ["front"]
-        rr.send_blueprint(blueprint(names), make_active=True)
+        send_blueprint(names)
         cams = {
             n: CameraCalib.from_dict(n, d) for n, d in (reader.meta.get("cameras") or {}).items()
         }

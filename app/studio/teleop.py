@@ -18,6 +18,7 @@ running chunk, take over and jog, hand back. Plain handler functions over (studi
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator
@@ -27,9 +28,10 @@ import gradio as gr
 import numpy as np
 import rerun as rr
 
-from app.studio.handlers import LINK_SLOW_S, MAX_START_DRIFT_M, warn
+from app.studio.handlers import LINK_SLOW_S, MAX_START_DRIFT_M, path_moved, track_pose, warn
 from app.studio.session import Session
 from backend.service import BackendError
+from viewers.rerun import stream_recording
 
 JOG_STEP_M = 0.01  # one press: 1 cm (within the robot's per-period cap)
 JOG_YAW_RAD = math.radians(5)
@@ -108,9 +110,10 @@ def _run(studio, session: Session, mode: str, seed, steps) -> Iterator[tuple]:
     rec = studio.recording(session)
     skip = gr.skip()
     while session.plan and session.active < len(session.plan):
-        if rec.pause_requested.is_set():
-            return
         k = session.active
+        if rec.pause_requested.is_set():
+            yield _skip7(f"Paused before event {k + 1}: edit the plan, Imagine, then Resume.")
+            return
         if not _fresh(studio, session, k):
             for item in studio.imagine(session, mode, seed, steps):
                 yield (*item, skip)
@@ -133,7 +136,7 @@ def _run(studio, session: Session, mode: str, seed, steps) -> Iterator[tuple]:
     yield _skip7(f"Plan done: {len(session.plan)} events executed.")
 
 
-@rr.thread_local_stream("wallwm")
+@stream_recording
 def _follow(
     studio, session: Session, handle: Any, k: int, length: int, outcome: dict[str, bool]
 ) -> Iterator[tuple]:
@@ -149,32 +152,48 @@ def _follow(
     highlight_event(k, text, "executing")
     path: list[np.ndarray] = session.executed.setdefault(k, [])
     last = 0.0
-    while not handle.finished.done():
-        t = studio.robot.telemetry or {}
-        if t.get("chunk_id") == handle.chunk_id and "ee_pose" in t:
-            pose = np.asarray(t["ee_pose"], np.float32)
-            if not path or not np.allclose(path[-1], pose):
-                path.append(pose)
-        if studio.robot.telemetry_age_s > LINK_SLOW_S:
-            yield _skip7(
-                warn(f"robot link lost during event {k + 1}; the robot holds on its watchdog")
-            )
-            outcome["go_on"] = False
-            return
-        if rec.pause_requested.is_set():
-            yield (stream.read(), f"Paused during event {k + 1}: the robot holds. Edit or insert "
-                   "the next event, Imagine it, then Resume (or Take over).", skip, skip,
-                   studio.figures(session)[0], studio.plan_outputs(session)[0], t.get("mode", skip))  # fmt: skip
-            outcome["go_on"] = False
-            return
-        if time.monotonic() - last >= 0.25:
-            last = time.monotonic()
-            if path:
-                log_executed(k, np.asarray(path))
-            yield (stream.read(), f"Running the plan: event {k + 1}, step {t.get('step', 0)}/{length}",
-                   skip, skip, skip, skip, t.get("mode", skip))  # fmt: skip
-        time.sleep(0.02)
-    ack = handle.finished.result()
+    shown: np.ndarray | None = None  # where the viewer's executed path ends
+    while True:  # the chunk, then any chunk that replaced it (Replace running chunk)
+        while not handle.finished.done():
+            t = studio.robot.telemetry or {}
+            track_pose(path, t, handle.chunk_id)
+            if studio.robot.telemetry_age_s > LINK_SLOW_S:
+                yield _skip7(
+                    warn(f"robot link lost during event {k + 1}; the robot holds on its watchdog")
+                )
+                outcome["go_on"] = False
+                return
+            if rec.pause_requested.is_set():
+                yield (stream.read(), f"Paused during event {k + 1}: the robot holds. Edit or insert "
+                       "the next event, Imagine it, then Resume (or Take over).", skip, skip,
+                       studio.figures(session)[0], studio.plan_outputs(session)[0], t.get("mode", skip))  # fmt: skip
+                outcome["go_on"] = False
+                return
+            if time.monotonic() - last >= 0.25:
+                last = time.monotonic()
+                viewer = skip
+                if path_moved(path, shown):
+                    shown = path[-1]
+                    log_executed(k, np.asarray(path))
+                    viewer = stream.read()
+                yield (viewer, f"Running the plan: event {k + 1}, step {t.get('step', 0)}/{length}",
+                       skip, skip, skip, skip, t.get("mode", skip))  # fmt: skip
+            time.sleep(0.02)
+        ack = handle.finished.result()
+        successor = session.successor(ack)
+        if successor is None:
+            break
+        if path:
+            log_executed(k, np.asarray(path))
+        highlight_event(k, text, "aborted")
+        session.note(f"chunk {handle.chunk_id}: {ack.get('reason')}")
+        old, (handle, k) = k, successor
+        rec.handle, text, length = handle, session.plan[k], session.imagined[k].length
+        highlight_event(k, text, "executing")
+        path = session.executed.setdefault(k, [])
+        shown = None
+        yield (stream.read(), f"Running the plan: event {k + 1} in place of event {old + 1}",
+               skip, skip, skip, studio.plan_outputs(session)[0], skip)  # fmt: skip
     rec.handle = None
     if path:
         log_executed(k, np.asarray(path))
@@ -217,14 +236,18 @@ def _disarm(studio) -> str:
 
 
 def pause(studio, session: Session) -> str:
-    """Stop the plan run at once; a running chunk is paused on the robot (it holds)."""
+    """Stop the plan run at the next event boundary; a running chunk is paused on the robot (it
+    holds). Recorded as the operator's `pause_plan` command, whether or not a chunk was running
+    (the robot's own pause is recorded beside it as a `pause` command)."""
     rec = studio.recording(session)
     rec.pause_requested.set()
+    held = ""
     if studio.mode() == "EXECUTING":
-        return studio.pause(session)
+        reply = studio.pause(session)
+        held = f" ({reply})" if reply.startswith("⚠") else " The running chunk holds."
     return studio.act(
         session,
-        "Paused: the plan run stops. Edit or insert the next event, Imagine it, then Resume.",
+        f"Paused: the plan run stops.{held} Edit or insert the next event, Imagine it, then Resume.",
         "command",
         session.active,
         type="pause_plan",
@@ -242,7 +265,11 @@ def resume(studio, session: Session, mode: str, seed, steps) -> Iterator[tuple]:
         paused_event = rec.chunks.get(handle.chunk_id, {}).get("event_index")
         sent_with = rec.chunks.get(handle.chunk_id, {}).get("imagination_id")
         if rec.imagination_ids.get(k) not in (None, sent_with):
-            studio.stop(session)  # the old chunk ends; the robot holds where it is
+            message = studio.stop(session)  # the old chunk ends; the robot holds where it is
+            if message.startswith("⚠"):
+                yield _skip7(message)
+                return
+            _wait_until_no_chunk(studio)
             rec.handle = None
             studio.act(
                 session,
@@ -269,6 +296,17 @@ def resume(studio, session: Session, mode: str, seed, steps) -> Iterator[tuple]:
     yield from run_plan(studio, session, mode, seed, steps)
 
 
+def _wait_until_no_chunk(studio, timeout_s: float = 2.0) -> None:
+    """After Stop: the robot acks at once, its telemetry says so at the next message (<= 20 ms
+    at 50 Hz); a chunk sent before that would be refused as the robot still looks busy."""
+    from robot.client import LinkError
+
+    with contextlib.suppress(LinkError):  # not in time: the next send says what the robot does
+        studio.robot.wait_telemetry(
+            lambda t: t.get("mode") not in ("EXECUTING", "PAUSED"), timeout=timeout_s
+        )
+
+
 def replace_chunk(studio, session: Session) -> str:
     """Swap the running chunk for the active event's new imagination at the next step boundary."""
     from robot.client import LinkError, RejectedError
@@ -290,6 +328,7 @@ def replace_chunk(studio, session: Session) -> str:
         return warn(f"the robot refused the replacement: {e.reason}")
     except LinkError as e:
         return warn(f"robot not reachable: {e}")
+    session.replacements[chunk_id] = (handle, k)  # the page follows it in the old one's place
     rec.handle = handle
     rec.chunk_started(handle, k, im.actions, replace=True)
     return studio.act(

@@ -342,22 +342,18 @@ def build_ui(studio: RecordingStudio) -> gr.Blocks:
         demo.load(None, js=teleop.KEYBOARD_JS)
 
         demo_out = [*scene_out, grid, grid_caption, mode, demo_caption]
-        demo_run = functools.partial(demo_mode.run_demo, studio)
-        demoing = demo_button.click(
+        demo_run = functools.partial(demo_mode.demo, studio)
+        demo_button.click(
             demo_run, [session], demo_out, concurrency_id="execute", concurrency_limit=None
         )
         if studio.autodemo:
-            demoing_at_load = loaded.then(
+            loaded.then(
                 demo_run, [session], demo_out, concurrency_id="execute", concurrency_limit=None
             )
-            cancel = [demoing, demoing_at_load]
-        else:
-            cancel = [demoing]
         stop_demo.click(
             functools.partial(demo_mode.stop_demo, studio),
             [session],
             [status, demo_caption],
-            cancels=cancel,
             queue=False,
         )
         sessions_tab.wire(studio, sessions, viewer)

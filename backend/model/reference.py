@@ -3,7 +3,8 @@
 `write_reference` records one real observation of the simulated robot (test seed 4 of the
 task the checkpoint was trained on, its three views and calibrations), the instruction of the
 expert's first event, and what the model answers: the action-only chunk and the full
-imagination (chunk, validity, imagined video). `check_reference` loads the same input into the
+imagination (chunk, validity, imagined video); for a model trained through the unified stage
+also unified mode on the task instruction (the fixed chunk and the VLM's proposed next event). `check_reference` loads the same input into the
 checkpoint and compares. Inputs are stored rather than re-rendered, so the check does not
 depend on the renderer; only the model's numerics are under test.
 """
@@ -25,13 +26,15 @@ def _observation_arrays(task: str, seed: int, cameras: list[str]) -> dict[str, n
     from robot.sim.env import SimEnv
     from robot.sim.experts import record_episode
 
-    caption = record_episode(task, seed, resolution=16).events[0].caption("action")
+    rollout = record_episode(task, seed, resolution=16)
+    caption = rollout.events[0].caption("action")
     with SimEnv(task, seed=seed, cameras=cameras) as env:
         env.reset(seed, render=False)
         o = env.observe(render=True)
         calib = env.cameras
     arrays: dict[str, np.ndarray] = {
         "instruction": np.array(caption),
+        "task_instruction": np.array(rollout.instruction),
         "cameras": np.array(cameras),
         "state": np.asarray(o["state"], np.float32),
     }
@@ -71,6 +74,15 @@ def _outputs(model, arrays) -> dict[str, np.ndarray]:
         "out/chunk": np.asarray(full.chunk, np.float32),
         "out/validity": np.asarray(full.validity, np.float32),
         "out/video": np.stack([full.video[c] for c in cams]),  # (V, T, H, W, 3) uint8
+    } | (_unified_outputs(model, obs, arrays) if model.stage == "unified" else {})
+
+
+def _unified_outputs(model, obs, arrays) -> dict[str, np.ndarray]:
+    task = str(arrays["task_instruction"])
+    uni = model.predict_actions(obs, task, mode="unified", seed=0)
+    return {
+        "out/unified_chunk": np.asarray(uni.chunk, np.float32),
+        "out/proposal": np.array(uni.proposed_event or ""),
     }
 
 
@@ -109,7 +121,17 @@ def check_reference(directory: str | Path) -> dict[str, float]:
             np.abs(now["out/video"].astype(np.int16) - stored["out/video"].astype(np.int16)).mean()
         ),
     }
-    bad = [k for k in ("action_only_chunk", "chunk", "validity") if diff[k] > ATOL_ACTIONS]
+    if "out/unified_chunk" in stored:
+        diff["unified_chunk"] = float(
+            np.abs(now.get("out/unified_chunk", np.inf) - stored["out/unified_chunk"]).max()
+        )
+        if str(now.get("out/proposal", "")) != str(stored["out/proposal"]):
+            raise AssertionError(
+                f"{directory}: the VLM now proposes {str(now.get('out/proposal', ''))!r}, "
+                f"{REFERENCE_FILE} stored {str(stored['out/proposal'])!r}"
+            )
+    keys = ("action_only_chunk", "chunk", "validity", "unified_chunk")
+    bad = [k for k in keys if k in diff and diff[k] > ATOL_ACTIONS]
     if diff["video_mean_abs"] > VIDEO_MAX_MEAN_ABS:
         bad.append("video_mean_abs")
     if bad:

@@ -10,7 +10,9 @@ thread advances the simulation in wall-clock time, 10 ms slices of 2 ms steps, w
 targets arrive, so a block released while the arm holds still falls. `send_action` only hands
 the target over; the sim moves the mocap to it over the next control period of sim time, and
 a target that arrives while the previous one is still being reached waits for it (the newest
-waiting target wins). With `realtime=False` physics advances one control period per
+waiting target wins). `time_scale` below 1 runs that clock in slow motion (0.25: a 10 Hz control
+period lasts 0.4 s of wall time; the robot server stretches its control loop to match), for
+watching a chunk as it runs or replacing it mid-way. With `realtime=False` physics advances one control period per
 `send_action`, deterministic and as fast as the CPU allows (closed-loop evaluation).
 """
 
@@ -50,8 +52,13 @@ class SimRobot:
         wrist: bool = False,
         variation: dict | None = None,
         realtime: bool = True,
+        time_scale: float = 1.0,
     ) -> None:
-        get_task(task)  # fail fast on a bad name, before building anything
+        get_task(task)
+        if not 0.01 <= time_scale <= 10:
+            raise ValueError(
+                f"time_scale must be within [0.01, 10], got {time_scale}"
+            )  # fail fast on a bad name, before building anything
         self._kwargs = {
             "resolution": resolution,
             "cameras": tuple(cameras),
@@ -59,6 +66,7 @@ class SimRobot:
             "variation": variation,
         }
         self.realtime = realtime
+        self.time_scale = float(time_scale)  # sim seconds per wall-clock second (real time: 1)
         self.env = SimEnv(task, seed=seed, **self._kwargs)
         self._planner: SimEnv | None = None  # a private copy the expert plans on
         self._connected = False
@@ -313,9 +321,10 @@ class SimRobot:
         with self._lock:
             env = self.env
             wall0, sim0 = self._origin
-            behind = (time.monotonic() - wall0) - (float(env.data.time) - sim0)
+            scale = self.time_scale
+            behind = (time.monotonic() - wall0) * scale - (float(env.data.time) - sim0)
             if behind > MAX_LAG_S:  # the world slows down rather than jumping ahead
-                self._origin = (wall0 + behind - SLICE_STEPS * S.TIMESTEP, sim0)
+                self._origin = (wall0 + (behind - SLICE_STEPS * S.TIMESTEP) / scale, sim0)
                 behind = SLICE_STEPS * S.TIMESTEP
             for _ in range(round(behind / S.TIMESTEP)):
                 with self._cmd_lock:

@@ -115,3 +115,24 @@ def test_the_studio_starts_the_sim_robot_and_stops_it_when_stopped(tmp_path: Pat
     finally:
         if studio.poll() is None:
             studio.kill()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's mallopt")
+def test_malloc_arenas_are_capped_in_a_fresh_process() -> None:
+    """The studio caps glibc's arenas (its resident memory crept up with one per thread); the
+    cap takes in a process that did not set MALLOC_ARENA_MAX, and threads still allocate."""
+    code = (
+        "import threading\n"
+        "from app.studio_cli import limit_malloc_arenas\n"
+        "assert limit_malloc_arenas()\n"
+        "out = []\n"
+        "ts = [threading.Thread(target=lambda: out.append(bytearray(1 << 20))) for _ in range(8)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "print(len(out))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "8"

@@ -141,3 +141,15 @@ def test_approve_waits_for_the_running_imagination_of_its_event() -> None:
     s.imagining = None
     with pytest.raises(BackendError, match="not imagined yet"):
         studio._send(s, 0)
+
+
+def test_a_replaced_chunk_names_its_successor() -> None:
+    s = new_session()
+    s.replacements["tab-e2-r1"] = ("handle-2", 1)
+    assert s.successor({"status": "aborted", "reason": "replaced by chunk 'tab-e2-r1'"}) == (
+        "handle-2",
+        1,
+    )
+    assert s.successor({"status": "aborted", "reason": "replaced by chunk 'other'"}) is None
+    assert s.successor({"status": "aborted", "reason": "stopped"}) is None
+    assert s.successor({"status": "done", "reason": ""}) is None

@@ -87,6 +87,7 @@ def test_vae_then_unified_stages_chain(dataset: Path, tmp_path: Path) -> None:
             tmp_path / "uni",
             stage="unified",
             steps=1,
+            event_mix=0.0,
             init=str(tmp_path / "vae" / CHECKPOINT_DIR),
         )
     )
@@ -94,12 +95,58 @@ def test_vae_then_unified_stages_chain(dataset: Path, tmp_path: Path) -> None:
     torch.testing.assert_close(
         _weights(tmp_path / "uni")["vae.latents_std"], std
     )  # frozen, carried over
-    uni2 = train(_cfg(dataset, tmp_path / "uni", stage="unified", steps=2, resume=True))
+    uni2 = train(
+        _cfg(dataset, tmp_path / "uni", stage="unified", steps=2, event_mix=0.0, resume=True)
+    )
     assert uni2["steps"] == 2
     with pytest.raises(
         ValueError, match="trained with stage 'unified', this run asks for 'denoiser'"
     ):
         train(_cfg(dataset, tmp_path / "uni", stage="denoiser", steps=3, resume=True))
+
+
+@pytest.mark.slow
+def test_unified_stage_keeps_event_mode_with_event_steps(dataset: Path, tmp_path: Path) -> None:
+    """After the denoiser stage, the unified stage mixes in event-mode steps, keeps the
+    denoiser's normaliser (its weights were trained in those units) and resumes exactly."""
+    train(_cfg(dataset, tmp_path / "ev", steps=1))
+    init = str(tmp_path / "ev" / CHECKPOINT_DIR)
+    uni = dict(stage="unified", event_mix=0.5)
+    train(_cfg(dataset, tmp_path / "a", steps=3, init=init, **uni))
+    train(_cfg(dataset, tmp_path / "a", steps=6, resume=True, **uni))
+    straight = train(_cfg(dataset, tmp_path / "b", steps=6, init=init, **uni))
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed mixed run diverged"
+    rows = list(iterate_log(tmp_path / "a" / LOG_FILE))
+    kinds = {r["event_step"] for r in rows}
+    assert kinds == {True, False}, rows  # both kinds of step in six
+    assert all(("caption" in r) != r["event_step"] for r in rows)  # the VLM on unified steps only
+    assert straight["steps"] == 6
+    cfg, ev = read_config(tmp_path / "a" / CHECKPOINT_DIR), read_config(init)
+    assert cfg["stage"] == "unified" and cfg["normalizer"] == ev["normalizer"]
+    with pytest.raises(ValueError, match="event_mix"):
+        _cfg(dataset, tmp_path, event_mix=1.0)
+
+
+@pytest.mark.slow
+def test_unified_stage_with_a_frozen_denoiser_leaves_event_mode_as_it_was(
+    dataset: Path, tmp_path: Path
+) -> None:
+    train(_cfg(dataset, tmp_path / "ev", steps=1))
+    init = tmp_path / "ev" / CHECKPOINT_DIR
+    run = train(
+        _cfg(
+            dataset, tmp_path / "u", stage="unified", steps=2, init=str(init), freeze_denoiser=True
+        )
+    )
+    assert "caption" in run["losses"]  # every step a unified step
+    before, after = load_tensors(init / EMA_FILE), _weights(tmp_path / "u")
+    denoiser = [k for k in before if k.startswith("denoiser.")]
+    moved = {k for k in denoiser if not torch.equal(before[k].float(), after[k].float())}
+    assert moved and all(k.startswith("denoiser.extra_context_embedding.") for k in moved)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("vlm."))
+    with pytest.raises(ValueError, match="freeze-denoiser is for the unified stage"):
+        _cfg(dataset, tmp_path, freeze_denoiser=True)
 
 
 def test_config_errors(dataset: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ screenshots are made with `WALLWM_SCREENSHOTS=docs/screenshots`); otherwise to a
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -156,6 +157,67 @@ class StudioProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
+
+
+@contextlib.contextmanager
+def running_robot(log_dir: Path, task: str, seed: int, *args: str) -> Iterator[SimRobotProcess]:
+    """A module's simulated robot: started on free ports, stopped at the end."""
+    sim = SimRobotProcess(free_port_pair(), task, seed, log_dir / "robot.log", args=args)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@contextlib.contextmanager
+def running_studio(
+    robot: SimRobotProcess, checkpoint: Path, log_dir: Path, task: str, seed: int, *args: str
+) -> Iterator[StudioProcess]:
+    """A module's studio on `robot`, with the test checkpoint and the scene `task`/`seed`."""
+    proc = StudioProcess(
+        ["--robot", f"tcp://127.0.0.1:{robot.port}", "--task", task, "--seed", str(seed),
+         "--checkpoint", str(checkpoint), *args],
+        log_dir / "studio.log",
+    )  # fmt: skip
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def studio_page(browser, url: str) -> Iterator:
+    """A module's page on the studio (`open_studio`), closed at the end."""
+    page = open_studio(browser, url)
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory) -> Path:
+    """The module's own session store."""
+    return tmp_path_factory.mktemp("sessions")
+
+
+@pytest.fixture(scope="module")
+def recording_studio(robot, tiny_checkpoint, store_root, tmp_path_factory, request):
+    """The studio of a module that defines TASK, SEED and a `robot` fixture, recording into
+    the module's own session store."""
+    m = request.module
+    log_dir = tmp_path_factory.mktemp("studio")
+    args = ("--sessions", str(store_root))
+    with running_studio(robot, tiny_checkpoint, log_dir, m.TASK, m.SEED, *args) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def recording_page(chromium, recording_studio):
+    with studio_page(chromium, recording_studio.url) as page:
+        yield page
 
 
 @pytest.fixture(scope="session")

@@ -30,41 +30,20 @@ EDITED = "press the green button gently"
 
 
 @pytest.fixture(scope="module")
-def store_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("sessions")
-
-
-@pytest.fixture(scope="module")
 def robot(drive, tmp_path_factory):
-    sim = drive.SimRobotProcess(
-        drive.free_port_pair(),
-        TASK,
-        SEED,
-        tmp_path_factory.mktemp("robot") / "robot.log",
-        args=("--heartbeat-timeout", "2.0"),
-    )
-    sim.start()
-    yield sim
-    sim.stop()
+    args = ("--heartbeat-timeout", "2.0")
+    with drive.running_robot(tmp_path_factory.mktemp("robot"), TASK, SEED, *args) as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")
-def studio(drive, robot, tiny_checkpoint, store_root, tmp_path_factory):
-    proc = drive.StudioProcess(
-        ["--robot", f"tcp://127.0.0.1:{robot.port}", "--task", TASK, "--seed", str(SEED),
-         "--checkpoint", str(tiny_checkpoint), "--sessions", str(store_root)],
-        tmp_path_factory.mktemp("studio") / "studio.log",
-    )  # fmt: skip
-    proc.start()
-    yield proc
-    proc.stop()
+def studio(recording_studio):
+    return recording_studio
 
 
 @pytest.fixture(scope="module")
-def page(drive, chromium, studio):
-    page = drive.open_studio(chromium, studio.url)
-    yield page
-    page.close()
+def page(recording_page):
+    return recording_page
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +173,10 @@ def test_export_to_lerobot_and_read_it_back_in_the_right_frames(page, state, sto
         frames = [r.frames.meta(i) for i in range(len(r.frames))]
         (v1, v2) = r.plan_versions()[:2]
         (edit,) = [c for c in r.records("correction") if c["data"]["type"] == "plan_edit"]
+        timeline = "\n".join(
+            f"{t['frame']:5d} {t['what']}: {t['detail'][:80]}" for t in r.timeline()
+        )
+    print(timeline)
     assert ds.num_frames == len(frames)
     assert ds.plan(0) == v1["plan"]  # the plan the run started with
     (update,) = ds.plan_updates(0)
@@ -206,7 +189,8 @@ def test_export_to_lerobot_and_read_it_back_in_the_right_frames(page, state, sto
     assert not flags[: edit["frame"]].any()
     events = ds.events(0)
     assert events[-1].boundary == "takeover" and events[-1].end == len(frames)
-    assert any(e.subtask == EDITED for e in events)  # the edited event was executed
+    executed = [(e.subtask, e.start, e.end, e.boundary) for e in events]
+    assert any(e.subtask == EDITED for e in events), executed  # the edited event was executed
 
 
 def test_demo_runs_start_to_end_with_captions(page, screenshots, store_root) -> None:

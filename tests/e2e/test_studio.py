@@ -23,39 +23,21 @@ TASK, SEED = "press_buttons_in_order", 3
 
 @pytest.fixture(scope="module")
 def robot(drive, tmp_path_factory):
-    sim = drive.SimRobotProcess(
-        drive.free_port_pair(), "pick_place_bin", 0, tmp_path_factory.mktemp("robot") / "robot.log"
-    )
-    sim.start()
-    yield sim
-    sim.stop()
+    with drive.running_robot(tmp_path_factory.mktemp("robot"), "pick_place_bin", 0) as sim:
+        yield sim
 
 
 @pytest.fixture(scope="module")
 def studio(drive, robot, tiny_checkpoint, tmp_path_factory):
-    proc = drive.StudioProcess(
-        [
-            "--robot",
-            f"tcp://127.0.0.1:{robot.port}",
-            "--task",
-            "pick_place_bin",
-            "--seed",
-            "0",
-            "--checkpoint",
-            str(tiny_checkpoint),
-        ],
-        tmp_path_factory.mktemp("studio") / "studio.log",
-    )
-    proc.start()
-    yield proc
-    proc.stop()
+    log_dir = tmp_path_factory.mktemp("studio")
+    with drive.running_studio(robot, tiny_checkpoint, log_dir, "pick_place_bin", 0) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
 def page(drive, chromium, studio):
-    page = drive.open_studio(chromium, studio.url)
-    yield page
-    page.close()
+    with drive.studio_page(chromium, studio.url) as page:
+        yield page
 
 
 @pytest.fixture(scope="module")

@@ -95,6 +95,32 @@ def test_a_jump_is_spread_over_capped_sim_steps(link, sim):
     np.testing.assert_allclose(sim.get_state()[:3], target[:3], atol=5e-3)  # the body trails by mm
 
 
+def test_slow_motion_stretches_the_control_period_and_the_world_alike(link, recording_sim):
+    """time_scale 0.25: a 4-step chunk lasts 4 x 0.4 s of wall time, each step still 0.1 s of
+    sim time, and the caps hold per control period of sim time."""
+    sim = recording_sim(task="pick_place_bin", seed=0, time_scale=0.25)
+    server = link.server(sim, max_step_m=0.03)
+    c = link.client(server)
+    assert c.info["time_scale"] == 0.25 and c.info["fps"] == 10
+    c.arm()
+    start = sim.get_state().copy()
+    targets = np.repeat(start[None], 4, axis=0)
+    targets[:, 0] += 0.02 * np.arange(1, 5)  # 2 cm per step
+    t0 = time.monotonic()
+    done = c.execute_chunk(targets).result(10)
+    wall = time.monotonic() - t0
+    assert done["status"] == "done" and done["interpolated_steps"] == 0
+    assert 1.4 <= wall <= 3.0, wall  # real time: 0.4 s
+    gaps = np.diff(sim.sent_at)
+    assert np.all(gaps >= 0.35), gaps  # one target per 0.4 s of wall time
+    sim_t = [t for t, _, _ in sim.trace]
+    assert 0.2 <= (sim_t[-1] - sim_t[0]) / wall <= 0.3  # the world ran at a quarter speed
+    time.sleep(0.5)
+    mocap, _ = sim.max_motion_per_period()
+    assert mocap <= 0.02 + 1e-6
+    np.testing.assert_allclose(sim.env.target, targets[-1], atol=1e-6)
+
+
 def test_watchdog_holds_the_sim_and_faults(link, sim):
     server = link.server(sim, heartbeat_timeout_s=0.3)
     c = link.client(server)
