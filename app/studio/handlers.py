@@ -776,10 +776,11 @@ class Studio:
                 if k + 1 < len(session.plan):
                     session.active = k + 1
                     status += f" Next: event {k + 2}, imagine it."
+                status += self.chunk_settled(session, handle.chunk_id)
             else:
                 status = warn(
                     f"event {k + 1} {final} after {executed} steps: {ack.get('reason') or 'stopped'}"
-                )
+                ) + self.chunk_settled(session, handle.chunk_id)
         if path:
             log_executed(k, np.asarray(path))
         highlight_event(k, text, "done" if status.startswith("Event") else "aborted")
@@ -792,6 +793,11 @@ class Studio:
             except (BackendError, LinkError, RejectedError):
                 pass
         yield stream.read(), status, self.figures(session)[0], self.plan_outputs(session)[0], skip
+
+    def chunk_settled(self, session: Session, chunk_id: str) -> str:
+        """Called when a chunk has ended, before the page says so; what to add to that status
+        (the recording studio waits until the chunk's end is in the session store)."""
+        return ""
 
     def _send(self, session: Session, k: int) -> tuple[Any, Any]:
         from robot.client import LinkError, RejectedError

@@ -34,6 +34,7 @@ from sessions.store import DEFAULT_ROOT, SessionError, SessionStore, checkpoint_
 log = logging.getLogger("wallwm.studio")
 
 POLL_S = 0.02  # telemetry poll of the step recorder (control runs at 10 Hz, telemetry at 50 Hz)
+SETTLE_TIMEOUT_S = 5.0  # how long a chunk's end may take to reach the store before the page says so
 KEEP_RECENT_CHUNKS = (
     4  # the latest chunks whose imaginations keep their video (Recording.keep_video)
 )
@@ -77,6 +78,7 @@ class Recording:
         self.videos: dict[int, dict[str, np.ndarray]] = {}
         self._frames: dict[str, list[Frame]] = {}
         self._ended: queue.SimpleQueue = queue.SimpleQueue()
+        self._settled: dict[str, threading.Event] = {}  # chunk id -> its end is in the store
         self._stop = threading.Event()
         self._last_control = None
         self._last_score: int | None = None
@@ -109,7 +111,14 @@ class Recording:
         self.writer.chunk_sent(
             handle.chunk_id, event_index, iid, actions, handle.accepted, replace=replace
         )
+        self._settled[handle.chunk_id] = threading.Event()
         handle.finished.add_done_callback(lambda f, cid=handle.chunk_id: self._ended.put((cid, f)))
+
+    def wait_settled(self, chunk_id: str, timeout: float) -> bool:
+        """Wait until the recorder has written the end of chunk `chunk_id` (its ack, its last
+        steps and its divergence); False if that did not happen within `timeout` seconds."""
+        done = self._settled.get(chunk_id)
+        return done is not None and done.wait(timeout)
 
     # -- the step recorder -----------------------------------------------------------------
 
@@ -180,18 +189,24 @@ class Recording:
                 ack = future.result()
             except Exception as e:  # link lost: the chunk's end is unknown
                 ack = {"status": "unknown", "reason": str(e)}
-            self.writer.chunk_ended(chunk_id, ack)
-            info = self.chunks.get(chunk_id, {})
-            frames = self._frames.pop(chunk_id, [])
-            iid = info.get("imagination_id")
-            if iid is None or not frames:
-                continue
-            d = event_divergence(info["actions"], self.videos.get(iid), frames)
-            if d is not None:
-                self.writer.divergence(
-                    {**d, "chunk_id": chunk_id, "event_index": info["event_index"],
-                     "imagination_id": iid}
-                )  # fmt: skip
+            try:
+                self._chunk_ended(chunk_id, ack)
+            finally:
+                self._settled.setdefault(chunk_id, threading.Event()).set()
+
+    def _chunk_ended(self, chunk_id: str, ack: dict) -> None:
+        self.writer.chunk_ended(chunk_id, ack)
+        info = self.chunks.get(chunk_id, {})
+        frames = self._frames.pop(chunk_id, [])
+        iid = info.get("imagination_id")
+        if iid is None or not frames:
+            return
+        d = event_divergence(info["actions"], self.videos.get(iid), frames)
+        if d is not None:
+            self.writer.divergence(
+                {**d, "chunk_id": chunk_id, "event_index": info["event_index"],
+                 "imagination_id": iid}
+            )  # fmt: skip
 
 
 class RecordingStudio(Studio):
@@ -346,6 +361,14 @@ class RecordingStudio(Studio):
         )
         rec.keep_video(k, iid, im.video or {})
         return f"imagination #{iid}"
+
+    def chunk_settled(self, session: Session, chunk_id: str) -> str:
+        rec = getattr(session, "rec", None)
+        if rec is None or chunk_id not in rec.chunks:
+            return ""
+        if rec.wait_settled(chunk_id, SETTLE_TIMEOUT_S):
+            return " Saved."
+        return " " + warn(f"chunk {chunk_id}'s end is not in the session store yet")
 
     def _send(self, session: Session, k: int) -> tuple[Any, Any]:
         handle, im = super()._send(session, k)

@@ -208,7 +208,7 @@ def _follow(
         f"Event {k + 1} done ({ack.get('executed_steps', 0)} steps)."
         if done
         else warn(f"event {k + 1} {ack.get('status')}: {ack.get('reason') or 'stopped'}")
-    )
+    ) + studio.chunk_settled(session, handle.chunk_id)
     if session.active >= len(session.plan):
         session.active = len(session.plan) - 1
         rec.running_plan = False

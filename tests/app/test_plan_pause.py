@@ -91,6 +91,7 @@ def test_pause_mid_chunk_edit_reimagine_resume_executes_the_edited_event(studio)
     statuses.clear()
     _drain(teleop.resume(studio, session, "event", 0, 1), statuses)
     assert "Plan done" in statuses[-1], statuses[-5:]
+    assert "Saved." in statuses[-1]  # the page says the chunk ended only once the store has it
 
     from sessions.store import SessionStore
 
