@@ -394,12 +394,13 @@ def _model_config(cfg: TrainConfig, source: Path | None):
 
 def _continues(ckpt: dict, cfg: TrainConfig) -> bool:
     """Whether an --init run goes on training the checkpoint's denoiser in its own units: the
-    same recipe, and the same stage or unified after denoiser."""
-    if ckpt.get("recipe") != cfg.recipe:
-        return False
-    return ckpt.get("stage") == cfg.stage or (ckpt.get("stage"), cfg.stage) == (
-        "denoiser",
-        "unified",
+    same recipe, from and to a stage that trains the denoiser (denoiser or unified, either way:
+    a unified-stage checkpoint holds the denoiser it started from)."""
+    trains_denoiser = ("denoiser", "unified")
+    return (
+        ckpt.get("recipe") == cfg.recipe
+        and ckpt.get("stage") in trains_denoiser
+        and cfg.stage in trains_denoiser
     )
 
 

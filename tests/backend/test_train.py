@@ -149,6 +149,21 @@ def test_unified_stage_with_a_frozen_denoiser_leaves_event_mode_as_it_was(
         _cfg(dataset, tmp_path, freeze_denoiser=True)
 
 
+def test_init_keeps_the_normaliser_of_a_denoiser_it_goes_on_training() -> None:
+    """Fine-tuning the shipped (unified-stage) model's denoiser, or the unified stage after the
+    denoiser stage, keeps the checkpoint's units; another recipe or a VAE checkpoint does not."""
+    from backend.train import _continues
+
+    def cfg(stage: str, recipe: str = "event") -> TrainConfig:
+        return TrainConfig(dataset="d", out="o", stage=stage, recipe=recipe)
+
+    for was, now in [("denoiser", "denoiser"), ("denoiser", "unified"), ("unified", "denoiser"),
+                     ("unified", "unified")]:  # fmt: skip
+        assert _continues({"recipe": "event", "stage": was}, cfg(now))
+    assert not _continues({"recipe": "fixed", "stage": "denoiser"}, cfg("denoiser"))
+    assert not _continues({"recipe": "event", "stage": "vae"}, cfg("denoiser"))
+
+
 def test_config_errors(dataset: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="did you mean 'event'"):
         _cfg(dataset, tmp_path, recipe="evnt")
