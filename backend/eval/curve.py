@@ -54,9 +54,17 @@ def kept_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
 
 
 def open_loop_error(
-    model, dataset, caption_track: str, max_events: int = 40, steps: int | None = None
+    model,
+    dataset,
+    caption_track: str,
+    max_events: int = 40,
+    steps: int | None = None,
+    task_caption: bool = False,
 ) -> dict:
-    """Mean end-effector position error (m) of action-only chunks on held-out events, and of holding still."""
+    """Mean end-effector position error (m) of action-only chunks on held-out events, and of holding still.
+
+    `task_caption`: condition on the episode's task instruction instead of the event's caption
+    (a fixed-recipe model is trained on that; the truth is the same next event's steps)."""
     from backend.data.samples import EventSamples
     from backend.eval.imagination import held_out_episodes
     from backend.model.wam import Observation
@@ -77,8 +85,9 @@ def open_loop_error(
     for i in chosen:
         s = samples[int(i)]
         images = {c: s["video"][v, 0] for v, c in enumerate(s["cameras"])}
+        text = dataset.task(int(s["episode_index"])) if task_caption else s["caption"]
         im = model.predict_actions(
-            Observation(images, s["state"], s["cameras"]), s["caption"], steps=steps, seed=int(i)
+            Observation(images, s["state"], s["cameras"]), text, steps=steps, seed=int(i)
         )
         n = int(s["length"])
         truth = s["actions"][:n, :3]
@@ -119,22 +128,27 @@ def learning_curve(
     earlier = {r["step"]: r for r in done if r.get("settings") == settings}
     rows = []
     for step, path in kept_checkpoints(run):
-        if step in earlier:
+        config = read_config(path)
+        # each recipe on its own protocol: a fixed-recipe model reads the task instruction and
+        # replans every chunk (closed loop `fixed`), an event model reads next-event captions
+        method = "fixed" if config.get("recipe") == "fixed" else "event"
+        if step in earlier and earlier[step].get("method", "event") == method:
             rows.append(earlier[step] | {"hours": hours.get(step, earlier[step]["hours"])})
             continue
         model = WorldActionModel.from_checkpoint(path)
         if guidance is not None:
             model.config = replace(model.config, guidance_scale=guidance)
-        track = caption_track_of(read_config(path))
+        track = caption_track_of(config)
         row = {
             "step": step,
             "hours": hours.get(step),
             "checkpoint": str(path),
             "settings": settings,
-            **open_loop_error(model, data, track, max_events, steps),
+            "method": method,
+            **open_loop_error(model, data, track, max_events, steps, method == "fixed"),
         }
         with ClosedLoop(
-            "event", model, caption_track=track, steps=steps, checkpoint=str(path)
+            method, model, caption_track=track, steps=steps, checkpoint=str(path)
         ) as runner:
             for task in tasks:
                 records = [runner.run(t, seed) for t, seed in episode_specs(None, task, episodes)]
@@ -173,7 +187,7 @@ def plot_curve(
         xlabel="training hours",
         ylabel="Task Progress",
         ylim=(-2, 102),
-        title="Closed loop, test seeds (event mode)",
+        title=f"Closed loop, test seeds ({rows[0].get('method', 'event')} method)",
     )
     b.legend()
     path = Path(path)

@@ -74,6 +74,7 @@ def test_curve_scores_every_kept_checkpoint(trained, tmp_path: Path, capsys) -> 
     assert rc == 0
     rows = json.loads((out / "curve.json").read_text())
     assert [r["step"] for r in rows] == [1, 2] and all(r["hours"] > 0 for r in rows)
+    assert all(r["method"] == "event" for r in rows)  # an event-recipe run, on its own protocol
     assert all(
         r["action_l2_hold"] > 0 and 0 <= r["task_progress/pick_place_bin"] <= 100 for r in rows
     )
