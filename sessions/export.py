@@ -5,9 +5,10 @@ LeRobot (one episode, written by `backend.data.lerobot.DatasetWriter`, read by `
 - frames, `observation.state`: the recorded control steps (executed telemetry, three views);
 - `action` at frame t: the target commanded after it (the chunk's next action, the jog
   target), else the next measured pose;
-- events: consecutive frames of one plan event and one kind (model chunk or take-over), the
-  event's text as the subtask (a take-over segment carries the text of the event the operator
-  was correcting, boundary `takeover`);
+- events: consecutive frames of one plan event, one kind (model chunk or take-over) and one
+  instruction, as the subtask: a model chunk's is the text its imagination was asked for (a
+  chunk replaced by an edited event's new imagination is a segment of its own), a take-over
+  segment's is the text of the event the operator was correcting (boundary `takeover`);
 - the plan: plan version 1 as the `plan` row at t=0; every later version as a `user` plan
   row at the frame it was set (`EventDataset.plan_updates`);
 - operator edits: `language_events` interjections at the frame they were made;
@@ -88,15 +89,30 @@ def session_episode(reader: SessionReader) -> ExportedEpisode:
             actions[t] = states[min(t + 1, T - 1)]
     flags = np.array([f.intervention for f in frames], bool)
 
+    # a model chunk's frames carry the text its imagination was asked for: a chunk replaced by
+    # the edited event's new imagination starts a segment of its own, whatever the plan said
+    # when the event began
+    asked = {im["id"]: im["text"] for im in reader.imaginations()}
+
+    def said(f: Frame) -> str | None:
+        chunk = chunks.get(f.chunk_id or "")
+        return None if chunk is None or f.intervention else asked.get(chunk["imagination_id"])
+
     events: list[Event] = []
     start = 0
     for t in range(1, T + 1):
         a, b = frames[t - 1], frames[t] if t < T else None
-        if b is not None and (b.event_index, b.intervention) == (a.event_index, a.intervention):
+        if b is not None and (b.event_index, b.intervention, said(b)) == (
+            a.event_index,
+            a.intervention,
+            said(a),
+        ):
             continue
         k = a.event_index
         plan = _plan_at(versions, start)
-        text = plan[k] if k is not None and 0 <= k < len(plan) else instruction or "hold"
+        text = said(a) or (
+            plan[k] if k is not None and 0 <= k < len(plan) else instruction or "hold"
+        )
         events.append(
             Event(
                 start=start,

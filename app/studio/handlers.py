@@ -763,6 +763,7 @@ class Studio:
                 shown = None
                 log_imagination(k, im.chunk, im.validity, im.video, text)
                 highlight_event(k, text, "executing")
+                last_yield = time.monotonic()  # the swap stays on the status line a while
                 yield (
                     stream.read(),
                     f"Executing event {k + 1} in place of event {old + 1}: {text} "

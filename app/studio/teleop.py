@@ -192,6 +192,7 @@ def _follow(
         highlight_event(k, text, "executing")
         path = session.executed.setdefault(k, [])
         shown = None
+        last = time.monotonic()  # the swap stays on the status line a while
         yield (stream.read(), f"Running the plan: event {k + 1} in place of event {old + 1}",
                skip, skip, skip, studio.plan_outputs(session)[0], skip)  # fmt: skip
     rec.handle = None
