@@ -76,3 +76,36 @@ def test_exporting_a_missing_session_says_so(sim_session, tmp_path) -> None:
     )  # fmt: skip
     assert done.returncode != 0 and "no-such-session" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_replaced_chunk_is_an_event_of_its_own_with_the_text_it_was_asked(tmp_path) -> None:
+    """Event 1 starts as "press blue"; the operator edits it, the new imagination replaces the
+    running chunk. The exported events say what the robot was executing on each frame."""
+    from sessions.export import session_episode
+    from sessions.store import SessionStore
+
+    w = SessionStore(tmp_path).create({"task": "t", "seed": 0, "instruction": "press them"})
+    w.plan(["press blue", "press red"], "scene", "the page's plan")
+    views = {"front": np.zeros((8, 8, 3), np.uint8)}
+    state, acts = np.zeros(7, np.float32), np.zeros((4, 7), np.float32)
+
+    def imagine_and_send(text: str, chunk: str, replace: bool) -> None:
+        iid = w.imagination(0, text, acts, np.ones(4, np.float32), None, length=4, model="m",
+                            checkpoint="c", checkpoint_hash="0" * 16, seed=0, steps=1,
+                            mode="event", timings={}, start_state=state)  # fmt: skip
+        w.chunk_sent(chunk, 0, iid, acts, {"status": "accepted"}, replace=replace)
+
+    imagine_and_send("press blue", "c1", False)
+    for step in (0, 1):
+        w.step(state, views, chunk_id="c1", step=step, event_index=0, intervention=False)
+    w.plan(["press green", "press red"], "operator", "edit event 1", True, 0)
+    imagine_and_send("press green", "c2", True)
+    for step in (0, 1, 2):
+        w.step(state, views, chunk_id="c2", step=step, event_index=0, intervention=False)
+    w.close("done")
+    with SessionStore(tmp_path).open(w.id) as r:
+        events = session_episode(r).episode.events
+    assert [(e.subtask, e.start, e.end) for e in events] == [
+        ("press blue", 0, 2),
+        ("press green", 2, 5),
+    ]
