@@ -80,10 +80,13 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
 
     p = ev_sub.add_parser(
         "curve",
-        help="learning curve of a run: open-loop error and closed-loop Task Progress vs training hours",
+        help="learning curve of a run: training loss, open-loop error and closed-loop Task "
+        "Progress vs training hours",
         description="Scores every step-numbered checkpoint of a run (train with --keep-every K): "
-        "action-only error on held-out events of --dataset next to holding still, and event-mode "
-        "Task Progress on test seeds of each --task. Writes OUT/curve.json and OUT/curve.png.",
+        "action-only error on held-out events of --dataset next to holding still, and closed-loop "
+        "Task Progress on test seeds of each --task (event mode, or the fixed closed loop for a "
+        "fixed-recipe run). Writes OUT/curve.json and OUT/curve.png, with the run's logged "
+        "training loss beside them.",
     )
     p.add_argument(
         "--run", type=Path, required=True, help="training run directory (OUT of wallwm train)"
@@ -289,5 +292,5 @@ def _curve(args: argparse.Namespace) -> int:
         done,
         args.guidance,
     )
-    print(f"wrote {write_curve(rows, args.out)}")
+    print(f"wrote {write_curve(rows, args.out, args.run)}")
     return 0

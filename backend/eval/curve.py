@@ -39,6 +39,16 @@ def training_hours(log_path: str | Path) -> dict[int, float]:
     return hours
 
 
+def training_losses(log_path: str | Path) -> list[dict]:
+    """The logged training loss of a run against its training hours: {hours, step, loss}."""
+    hours = training_hours(log_path)
+    return [
+        {"hours": hours[int(r["step"])], "step": int(r["step"]), "loss": float(r["loss"])}
+        for r in iterate_log(log_path)
+        if "loss" in r
+    ]
+
+
 def kept_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
     """(step, directory) of the step-numbered checkpoints of a run, in training order."""
     found = []
@@ -160,16 +170,31 @@ def learning_curve(
 
 
 def plot_curve(
-    rows: Sequence[dict], path: str | Path, hold_tp: dict[str, float] | None = None
+    rows: Sequence[dict],
+    path: str | Path,
+    hold_tp: dict[str, float] | None = None,
+    losses: Sequence[dict] = (),
 ) -> Path:
-    """Two panels against training hours: open-loop error (model vs hold) and closed-loop Task Progress."""
+    """Panels against training hours: the training loss (with `losses`), open-loop error
+    (model vs hold) and closed-loop Task Progress."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     x = [r["hours"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    panels = 3 if losses else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.8), constrained_layout=True)
+    if losses:
+        loss_ax, a, b = axes
+        h, v = np.array([r["hours"] for r in losses]), np.array([r["loss"] for r in losses])
+        loss_ax.plot(h, v, color="lightgrey", lw=0.8, label="logged")
+        n = min(20, len(v))  # a running mean over 20 logged steps
+        loss_ax.plot(h[n - 1 :], np.convolve(v, np.ones(n) / n, "valid"), label=f"mean of {n}")
+        loss_ax.set(xlabel="training hours", ylabel="loss", yscale="log", title="Training loss")
+        loss_ax.legend()
+    else:
+        a, b = axes
     a.plot(x, [r["action_l2"] * 100 for r in rows], "o-", label="model (action-only path)")
     a.plot(x, [r["action_l2_hold"] * 100 for r in rows], "--", color="grey", label="hold position")
     a.set(
@@ -197,8 +222,11 @@ def plot_curve(
     return path
 
 
-def write_curve(rows: Sequence[dict], out: str | Path) -> Path:
+def write_curve(rows: Sequence[dict], out: str | Path, run: str | Path | None = None) -> Path:
+    """OUT/curve.json and OUT/curve.png (with the training loss of `run`'s log when given)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "curve.json").write_text(json.dumps(list(rows), indent=2) + "\n")
-    return plot_curve(rows, out / "curve.png")
+    log = Path(run) / LOG_FILE if run is not None else None
+    losses = training_losses(log) if log is not None and log.is_file() else []
+    return plot_curve(rows, out / "curve.png", losses=losses)

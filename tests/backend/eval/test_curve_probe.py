@@ -79,6 +79,9 @@ def test_curve_scores_every_kept_checkpoint(trained, tmp_path: Path, capsys) -> 
         r["action_l2_hold"] > 0 and 0 <= r["task_progress/pick_place_bin"] <= 100 for r in rows
     )
     assert (out / "curve.png").stat().st_size > 5000
+    from PIL import Image
+
+    assert Image.open(out / "curve.png").size[0] > 1500  # three panels: the loss is drawn too
     assert "step 2" in capsys.readouterr().out
     # Run again: the checkpoints already in curve.json are kept, not scored again.
     curve_args = ["eval", "curve", "--run", str(run), "--dataset", str(trained.test_data)]
