@@ -64,6 +64,25 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         help="train the action tower (and its keypoints) only: the imagined video stays as it is",
     )
     p.add_argument(
+        "--future-expert",
+        action="store_true",
+        help="train a future-frame expert of the video tower only: the action-only policy stays as it is",
+    )
+    p.add_argument(
+        "--video-residual",
+        type=float,
+        default=0.0,
+        metavar="SCALE",
+        help="the video tower predicts the change from the still observation, times SCALE (0: keep)",
+    )
+    p.add_argument(
+        "--video-episodes",
+        type=int,
+        default=0,
+        metavar="K",
+        help="joint (video) steps draw from the first K episodes only (0: all)",
+    )
+    p.add_argument(
         "--no-suffixes",
         action="store_true",
         help="action-only steps start at the event's first step, not a random one",
@@ -209,6 +228,9 @@ def _train(args: argparse.Namespace) -> int:
         intervention_weight=args.intervention_weight,
         suffixes=not args.no_suffixes,
         freeze_video_tower=args.freeze_video_tower,
+        future_expert=args.future_expert,
+        video_residual=args.video_residual,
+        video_episodes=args.video_episodes,
         h_max=args.h_max,
         keypoints=args.keypoints,
         keypoint_queries=args.keypoint_queries,

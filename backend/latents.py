@@ -7,9 +7,11 @@ autoencoder) pair:
 
     obs/<episode>.npy            (T, V, C, h, w)     every frame of an episode encoded alone
     clip/<episode>_<start>_<H>.npy  (V, C, F, h, w)  a sample's whole clip of H + 1 frames
+    still/<episode>_<start>_<H>.npy (V, C, F, h, w)  its observation held still for H + 1 frames
     pixels/<episode>.npy         (T, V, H, W, 3)     uint8 frames, for models with keypoints
 
-(`pixels` holds the decoded frames themselves, for a model whose action tower also looks at the
+(`still` is what the autoencoder makes of no motion at all: the zero of a video tower that
+predicts the change from it, `ModelConfig.video_residual`. `pixels` holds the decoded frames themselves, for a model whose action tower also looks at the
 observation in pixels, `DenoiserConfig.keypoints`; they are read memory-mapped.)
 
 The autoencoder is causal and encodes the first frame of any clip alone, so `obs` row t is
@@ -65,6 +67,7 @@ class LatentStore:
         self.root = Path(root) / key
         (self.root / "obs").mkdir(parents=True, exist_ok=True)
         (self.root / "clip").mkdir(parents=True, exist_ok=True)
+        (self.root / "still").mkdir(parents=True, exist_ok=True)
         (self.root / "pixels").mkdir(parents=True, exist_ok=True)
         manifest = self.root / MANIFEST
         if not manifest.exists():
@@ -72,7 +75,7 @@ class LatentStore:
             tmp.write_text(json.dumps({"dataset": dataset_id, "cameras": self.cameras}) + "\n")
             os.replace(tmp, manifest)
         self._obs: dict[int, np.ndarray] = {}
-        self._clips: dict[tuple[int, int, int], np.ndarray] = {}
+        self._clips: dict[tuple[str, int, int, int], np.ndarray] = {}
 
     @torch.no_grad()
     def _encode(self, frames: np.ndarray) -> np.ndarray:
@@ -113,30 +116,55 @@ class LatentStore:
 
     def clips(self, samples: Sequence[dict], video_of) -> list[np.ndarray]:
         """Latents (V, C, F, h, w) of each sample's clip; `video_of(sample)` gives its frames when missing."""
-        keys = [(int(s["episode_index"]), int(s["start"]), len(s["valid"])) for s in samples]
+        return self._clip_latents("clip", samples, video_of)
+
+    def stills(self, samples: Sequence[dict], source) -> list[np.ndarray]:
+        """Latents (V, C, F, h, w) of each sample's observation frame held still for the length
+        of its clip (H + 1 frames): no motion, as the autoencoder renders it."""
+
+        def held(s: dict) -> np.ndarray:
+            frame = self.frames(source, int(s["episode_index"]), int(s["start"]))  # (V, H, W, 3)
+            return np.repeat(frame[:, None], len(s["valid"]) + 1, axis=1)
+
+        return self._clip_latents("still", samples, held)
+
+    def _clip_latents(self, kind: str, samples: Sequence[dict], frames_of) -> list[np.ndarray]:
+        keys = [(kind, int(s["episode_index"]), int(s["start"]), len(s["valid"])) for s in samples]
         missing = []
         for k, s in zip(keys, samples):
             if k in self._clips:
                 continue
-            path = self.root / "clip" / "{:06d}_{:05d}_{:03d}.npy".format(*k)
+            path = self._clip_path(k)
             if path.exists():
                 self._clips[k] = np.load(path)
             elif k not in {m[0] for m in missing}:
                 missing.append((k, s))
         if missing:
-            fresh = self._encode(np.stack([video_of(s) for _, s in missing]))
+            fresh = self._encode(np.stack([frames_of(s) for _, s in missing]))
             for (k, _), z in zip(missing, fresh):
-                _save(self.root / "clip" / "{:06d}_{:05d}_{:03d}.npy".format(*k), z)
+                _save(self._clip_path(k), z)
                 self._clips[k] = z
         return [self._clips[k] for k in keys]
 
+    def _clip_path(self, key: tuple[str, int, int, int]) -> Path:
+        kind, *rest = key
+        return self.root / kind / "{:06d}_{:05d}_{:03d}.npy".format(*rest)
+
     def fill(
-        self, samples, source, progress=None, clips: bool = True, pixels: bool = False
+        self,
+        samples,
+        source,
+        progress=None,
+        clips: bool = True,
+        pixels: bool = False,
+        stills: bool = False,
+        clip_samples: Sequence[int] | None = None,
     ) -> None:
         """Encode everything a run on `samples` can ask for: every frame of their episodes,
         (`pixels`) those frames decoded, and (`clips`) the clip of every sample (at its first
-        step), in batches; `progress(n)` after each. A run with only action-only steps reads
-        observation frames and never a clip."""
+        step; only of `clip_samples` if given) and (`stills`) its still clip, in batches;
+        `progress(n)` after each. A run with only action-only steps reads observation frames
+        and never a clip."""
         for i in sorted({r.episode_index for r in samples.refs}):
             self.obs(source, i, 0)
             if pixels:
@@ -145,10 +173,11 @@ class LatentStore:
                 progress(1)
         if not clips:
             return
-        for start in range(0, len(samples), 16):
-            rows = [
-                samples.sample(i, video=False) for i in range(start, min(start + 16, len(samples)))
-            ]
+        picks = list(range(len(samples)) if clip_samples is None else clip_samples)
+        for start in range(0, len(picks), 16):
+            rows = [samples.sample(i, video=False) for i in picks[start : start + 16]]
             self.clips(rows, samples.video)
+            if stills:
+                self.stills(rows, source)
             if progress is not None:
                 progress(len(rows))

@@ -111,6 +111,18 @@ class TrainConfig:
     # Unified stage: train the VLM and the embedding of its staircase states only; the denoiser,
     # and so event mode (which uses neither), stays exactly as --init left it.
     freeze_denoiser: bool = False
+    # Give the denoiser a future-frame expert (DenoiserConfig.future_expert; a copy of the video
+    # tower's weights for the frames after the observation, if --init has none) and train only
+    # it and the video head: the observation's path, and so the action-only policy, stays
+    # exactly as --init left it; the joint (imagination) path learns to imagine. Every step is
+    # a joint step (an action-only one would train nothing).
+    future_expert: bool = False
+    # Residual video (ModelConfig.video_residual): the scale of the video tower's residual
+    # target; 0 keeps the checkpoint's (or the preset's) setting.
+    video_residual: float = 0.0
+    # Joint (video) steps draw their samples from the first K episodes only, whose clips a
+    # cache holds (scripts/fill_latents.py --clips K); action-only steps from all. 0: all.
+    video_episodes: int = 0
     precompute_latents: bool = (
         False  # encode every latent before the first step (else on first use)
     )
@@ -148,6 +160,12 @@ class TrainConfig:
             raise ValueError("--freeze-video-tower is for the denoiser and unified stages")
         if self.resume and self.init:
             raise ValueError("--resume continues this run's own checkpoint; drop --init")
+        if self.future_expert and (self.stage != "denoiser" or self.freeze_video_tower):
+            raise ValueError(
+                "--future-expert trains the video tower's expert in the denoiser stage"
+            )
+        if self.video_residual < 0 or self.video_episodes < 0:
+            raise ValueError("--video-residual and --video-episodes must be >= 0")
 
     @property
     def objective_name(self) -> str:
@@ -234,6 +252,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 # The denoiser's action-side parameters (everything else is the video tower and its embedders).
 ACTION_TOWER = ("action_", "obs_keypoints.")
+FUTURE_EXPERT = ("future_patch_embedding.", "head.")  # and blocks.*.future.*
 
 
 def _trainable(model, stage: str) -> list[nn.Module]:
@@ -361,11 +380,12 @@ def _model_config(cfg: TrainConfig, source: Path | None):
                 f"checkpoint {source} is preset {ckpt['preset']!r}, this run asks for {cfg.preset!r}"
             )
         if cfg.resume:
-            for key in ("recipe", "stage"):
-                if ckpt.get(key) != getattr(cfg, key):
+            asked = {"recipe": cfg.recipe, "stage": recorded_stage(cfg, ckpt)}
+            for key, value in asked.items():
+                if ckpt.get(key) != value:
                     raise ValueError(
                         f"checkpoint {source} was trained with {key} {ckpt.get(key)!r}, this run asks for "
-                        f"{getattr(cfg, key)!r}"
+                        f"{value!r}"
                     )
             normalizer = Normalizer.from_stats(ckpt["normalizer"])
         if cfg.resume or ckpt.get("stage") != "vae":
@@ -389,7 +409,19 @@ def _model_config(cfg: TrainConfig, source: Path | None):
         )
     if cfg.vlm_path:
         model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))
+    if cfg.future_expert:
+        model_cfg = replace(model_cfg, denoiser=replace(model_cfg.denoiser, future_expert=True))
+    if cfg.video_residual:
+        model_cfg = replace(model_cfg, video_residual=cfg.video_residual)
     return model_cfg, normalizer
+
+
+def recorded_stage(cfg: TrainConfig, source_config: dict | None) -> str:
+    """The stage this run's checkpoints record: its own, but a --future-expert run from a
+    unified-stage checkpoint stays "unified" (its VLM, and so unified mode, are the init's)."""
+    if cfg.future_expert and source_config and source_config.get("stage") == "unified":
+        return "unified"
+    return cfg.stage
 
 
 def _continues(ckpt: dict, cfg: TrainConfig) -> bool:
@@ -410,6 +442,14 @@ def _fresh_parts(ckpt: dict, model_cfg: ModelConfig) -> tuple[str, ...]:
     change (the trained convolutional features are kept)."""
     had = ckpt["model"].get("denoiser", {})
     now = model_cfg.denoiser
+    expert = ()
+    if now.future_expert and not had.get("future_expert", False):  # copied in after loading
+        blocks = (f"denoiser.blocks.{i}.future." for i in range(now.num_layers))
+        expert = ("denoiser.future_patch_embedding.", *blocks)
+    return expert + _fresh_keypoints(had, now)
+
+
+def _fresh_keypoints(had: dict, now) -> tuple[str, ...]:
     if not had.get("keypoints", 0):
         return ("denoiser.obs_keypoints.",) if now.keypoints else ()
     if had.get("keypoints") != now.keypoints:
@@ -467,8 +507,9 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.stage != "vae":
             stats = {**stats, "action": action_stats(episodes, samples, model_cfg.relative_actions)}
         normalizer = Normalizer.from_stats(stats)
+    stage = recorded_stage(cfg, read_config(source_ckpt) if source_ckpt is not None else None)
     model = WorldActionModel(
-        model_cfg, normalizer, episodes.episode(0).cameras, recipe=cfg.recipe, stage=cfg.stage
+        model_cfg, normalizer, episodes.episode(0).cameras, recipe=cfg.recipe, stage=stage
     )
     if (
         source_ckpt is not None
@@ -479,7 +520,10 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.init is not None and ckpt.get("stage") == "vae":
             load_weights(model.vae, weights, prefix="vae.")  # the rest is built from the preset
         else:
-            load_weights(model, weights, fresh=_fresh_parts(ckpt, model_cfg) if cfg.init else ())
+            fresh = _fresh_parts(ckpt, model_cfg) if cfg.init else ()
+            load_weights(model, weights, fresh=fresh)
+            if "denoiser.future_patch_embedding." in fresh:
+                model.denoiser.init_future_expert()
     model.to(device)
 
     for p in model.parameters():
@@ -493,6 +537,9 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.freeze_denoiser:
         for name, p in model.denoiser.named_parameters():
             p.requires_grad_(name.startswith("extra_context_embedding."))
+    if cfg.future_expert:
+        for name, p in model.denoiser.named_parameters():
+            p.requires_grad_(name.startswith(FUTURE_EXPERT) or ".future." in name)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     optimizers = _optimizers(cfg, params)
     ema = EMA(model, cfg.ema_decay)
@@ -508,6 +555,12 @@ def train(cfg: TrainConfig) -> dict:
         balanced.probabilities = p / p.sum()
     stream = IndexStream(len(samples), cfg.seed, rank, world, balanced, weights)
     mix = _event_mix(cfg, model_cfg, episodes, rank, world)  # (samples, stream) or None
+    video_rows = None  # the samples joint steps may draw (None: all)
+    if cfg.video_episodes and objective_uses_video(cfg):
+        video_rows = [i for i, r in enumerate(samples.refs) if r.episode_index < cfg.video_episodes]
+        if not video_rows:
+            raise ValueError(f"--video-episodes {cfg.video_episodes}: no samples in those episodes")
+        video_stream = IndexStream(len(video_rows), cfg.seed + 1, rank, world)
 
     step = 0
     if cfg.resume:
@@ -516,6 +569,8 @@ def train(cfg: TrainConfig) -> dict:
         stream.seek(int(state["epoch"]), int(state["offset"]))
         if mix is not None:
             mix[1].seek(int(state.get("event_epoch", 0)), int(state.get("event_offset", 0)))
+        if video_rows is not None:
+            video_stream.seek(int(state.get("video_epoch", 0)), int(state.get("video_offset", 0)))
         ema.load(load_tensors(source_ckpt / EMA_FILE))
         if world > 1:  # the saved RNG is rank 0's: give every rank its own stream again
             torch.manual_seed(cfg.seed + rank + 7919 * step)
@@ -543,7 +598,7 @@ def train(cfg: TrainConfig) -> dict:
         )
         if cfg.precompute_latents:
             n_episodes = len({r.episode_index for r in samples.refs})
-            clips = cfg.objective.video_noise_prob < 1.0  # else every step is action-only
+            clips = objective_uses_video(cfg)  # else every step is action-only
             with tqdm(
                 total=n_episodes + (len(samples) if clips else 0),
                 desc="encode latents",
@@ -554,7 +609,9 @@ def train(cfg: TrainConfig) -> dict:
                     episodes,
                     fill_bar.update,
                     clips=clips,
-                    pixels=bool(model_cfg.denoiser.keypoints),
+                    pixels=bool(model_cfg.denoiser.keypoints or model_cfg.video_residual),
+                    stills=bool(model_cfg.video_residual),
+                    clip_samples=video_rows,
                 )
     log_path = out / LOG_FILE
     bar = tqdm(
@@ -569,7 +626,7 @@ def train(cfg: TrainConfig) -> dict:
     while step < cfg.steps:
         # Per-step draws from (seed, step): a resumed run makes the same choices, and every rank
         # takes the same kind of step (their losses are averaged key by key); suffixes per rank.
-        action_only = bool(
+        action_only = not cfg.future_expert and bool(  # an expert run trains only joint steps
             np.random.default_rng((cfg.seed, step)).random() < cfg.objective.video_noise_prob
         )
         event_step = mix is not None and bool(
@@ -577,7 +634,10 @@ def train(cfg: TrainConfig) -> dict:
         )
         step_samples, step_stream = mix if event_step else (samples, stream)
         step_objective = "event" if event_step else objective
-        idx = step_stream.take(cfg.batch_size)
+        if video_rows is not None and not action_only and not event_step:
+            idx = [video_rows[i] for i in video_stream.take(cfg.batch_size)]
+        else:
+            idx = step_stream.take(cfg.batch_size)
         rng = np.random.default_rng((cfg.seed, rank, step))
         for opt in optimizers:
             for g in opt.param_groups:
@@ -585,7 +645,7 @@ def train(cfg: TrainConfig) -> dict:
         if objective == "vae":
             parts = net(collate([samples[i] for i in idx]), "vae")
         else:
-            batch, latents = _batch(
+            batch, latents, stills = _batch(
                 step_samples,
                 idx,
                 store,
@@ -594,6 +654,7 @@ def train(cfg: TrainConfig) -> dict:
                 cfg.suffixes,
                 rng,
                 pixels=bool(model_cfg.denoiser.keypoints),
+                stills=bool(model_cfg.video_residual),
             )
             parts = net(
                 batch,
@@ -601,6 +662,7 @@ def train(cfg: TrainConfig) -> dict:
                 latents=latents.to(device),
                 loss_config=cfg.objective,
                 action_only=action_only,
+                stills=None if stills is None else stills.to(device),
             )
         loss = parts["loss"]
         if not torch.isfinite(loss):
@@ -645,9 +707,13 @@ def train(cfg: TrainConfig) -> dict:
                 train_state = {"step": step, "epoch": stream.epoch, "offset": stream.offset}
                 if mix is not None:
                     train_state.update(event_epoch=mix[1].epoch, event_offset=mix[1].offset)
+                if video_rows is not None:
+                    train_state.update(
+                        video_epoch=video_stream.epoch, video_offset=video_stream.offset
+                    )
                 config = {
                     **model.checkpoint_config(),
-                    "stage": cfg.stage,
+                    "stage": stage,
                     "step": step,
                     "train": _jsonable(asdict(cfg)),
                 }
@@ -707,8 +773,10 @@ def _batch(
     suffixes: bool,
     rng: np.random.Generator,
     pixels: bool = False,
-) -> tuple[dict, torch.Tensor]:
-    """A collated batch without frames, and its latents from the store.
+    stills: bool = False,
+) -> tuple[dict, torch.Tensor, torch.Tensor | None]:
+    """A collated batch without frames, its latents from the store, and (`stills`, joint steps)
+    the latents of its observations held still.
 
     Action-only steps need only the observation's latent frame (B, V, C, 1, h, w) and may start
     an event sample at any of its steps; joint steps take whole clips (B, V, C, F, h, w).
@@ -724,6 +792,9 @@ def _batch(
         lat = [store.obs(episodes, int(r["episode_index"]), int(r["start"])) for r in rows]
     else:
         lat = store.clips(rows, samples.video)
+    still = None
+    if stills and not action_only:
+        still = torch.from_numpy(np.stack(store.stills(rows, episodes))).float()
     batch = collate(rows)
     if pixels:
         batch["obs_frames"] = torch.from_numpy(
@@ -731,7 +802,12 @@ def _batch(
                 [store.frames(episodes, int(r["episode_index"]), int(r["start"])) for r in rows]
             )
         )
-    return batch, torch.from_numpy(np.stack(lat)).float()
+    return batch, torch.from_numpy(np.stack(lat)).float(), still
+
+
+def objective_uses_video(cfg: TrainConfig) -> bool:
+    """Whether a run takes joint (video) steps at all."""
+    return cfg.stage != "vae" and (cfg.future_expert or cfg.objective.video_noise_prob < 1.0)
 
 
 @torch.no_grad()

@@ -4,11 +4,13 @@
 longest part of a run, and it uses one core. This encodes every frame of part `I` of `N` of the
 episodes (episodes i with i % N == I) into the same cache the trainer reads (same dataset path,
 same autoencoder, same cameras, so the same cache key), and with `--pixels` keeps the decoded
-frames a keypoint model reads. Run N of them side by side, one thread each:
+frames a keypoint model reads. With `--clips K` it also encodes, for every event sample of the
+first K episodes, its clip and its still clip (what `--video-episodes K --video-residual` joint
+steps read). Run N of them side by side, one thread each:
 
     for i in 0 1; do
       python scripts/fill_latents.py --dataset DATA --checkpoint CKPT --cache latents \\
-          --part $i/2 --pixels &
+          --part $i/2 --pixels [--clips K] &
     done; wait
 """
 
@@ -21,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from backend.data.lerobot import EventDataset
-from backend.data.samples import frameless
+from backend.data.samples import EventSamples, frameless
 from backend.latents import LatentStore
 from backend.model.wam import WorldActionModel
 
@@ -33,6 +35,9 @@ def main() -> None:
     p.add_argument("--cache", type=Path, required=True, help="the run's --latent-cache")
     p.add_argument("--part", default="0/1", help="I/N: episodes i with i %% N == I")
     p.add_argument("--pixels", action="store_true", help="also keep the decoded frames")
+    p.add_argument(
+        "--clips", type=int, default=0, metavar="K", help="and the clips of the first K episodes"
+    )
     args = p.parse_args()
     part, parts = (int(x) for x in args.part.split("/"))
     torch.set_num_threads(1)
@@ -44,8 +49,19 @@ def main() -> None:
     mine = range(part, episodes.num_episodes, parts)
     for i in tqdm(mine, desc=f"part {part}/{parts}"):
         store.obs(episodes, i, 0)
-        if args.pixels:
+        if args.pixels or args.clips:
             store.frames(episodes, i, 0)
+    if args.clips:
+        mine = [i for i in mine if i < args.clips]
+        samples = EventSamples(
+            episodes, h_max=model.config.h_max, caption_track="action", episodes=mine
+        )
+        for start in tqdm(range(0, len(samples), 16), desc=f"clips {part}/{parts}"):
+            rows = [
+                samples.sample(i, video=False) for i in range(start, min(start + 16, len(samples)))
+            ]
+            store.clips(rows, samples.video)
+            store.stills(rows, episodes)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,13 @@ from backend.model.attention import ViewMask, apply_rope, attention, patch_order
 from backend.model.keypoints import SpatialKeypoints
 
 # Parameter-name prefixes of what this denoiser adds to Wan2.1's video tower.
-ADDITIONS = ("view_embedding", "patch_position_embedding", "extra_context_embedding", "action_")
+ADDITIONS = (
+    "view_embedding",
+    "patch_position_embedding",
+    "extra_context_embedding",
+    "action_",
+    "future_patch_embedding",
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,11 @@ class DenoiserConfig:
     keypoint_queries: int = 0
     # --- conditioning ---
     extra_context_dim: int = 0  # width of VLM staircase states (0 = none); appended to the context
+    # Future-frame expert: tokens of the latent frames after the observation go through their
+    # own copy of every block's weights (and of the patch embedding); the observation's tokens
+    # keep the shared ones. The action-only path (the closed-loop policy: the observation frame
+    # alone) is then untouched by training the expert, which learns to imagine the future.
+    future_expert: bool = False
 
     def __post_init__(self) -> None:
         pos = {
@@ -315,9 +326,14 @@ def _modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torc
 
 
 class WanBlock(nn.Module):
-    """A Wan2.1 DiT block (video tower). ``norm3`` is Wan's cross-attention norm, ``norm2`` the FFN's."""
+    """A Wan2.1 DiT block (video tower). ``norm3`` is Wan's cross-attention norm, ``norm2`` the FFN's.
 
-    def __init__(self, cfg: DenoiserConfig):
+    With the config's `future_expert`, ``future`` holds a second set of the block's weights for
+    the tokens of the frames after the observation (``parts`` in `forward`); the two groups
+    still attend to each other in one self-attention.
+    """
+
+    def __init__(self, cfg: DenoiserConfig, expert: bool = True):
         super().__init__()
         d, h = cfg.dim, cfg.num_attention_heads
         self.norm1 = LayerNorm(d, eps=cfg.eps, elementwise_affine=False)
@@ -333,6 +349,7 @@ class WanBlock(nn.Module):
             nn.Linear(d, cfg.ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.ffn_dim, d)
         )
         self.modulation = nn.Parameter(torch.randn(1, 6, d) / d**0.5)
+        self.future = WanBlock(cfg, expert=False) if expert and cfg.future_expert else None
 
     def forward(
         self,
@@ -342,8 +359,15 @@ class WanBlock(nn.Module):
         ctx: torch.Tensor,
         ctx_mask: torch.Tensor | None,
         view_mask: ViewMask | None,
+        parts: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x (B, N, D), e (B, 6, D) -> x, and this layer's keys/values (B, heads, N, hd) for coupling."""
+        """x (B, N, D), e (B, 6, D) -> x, and this layer's keys/values (B, heads, N, hd) for coupling.
+
+        `parts`: (observation, future) token indices, when the block has a future expert and the
+        tokens include frames after the observation.
+        """
+        if parts is not None and self.future is not None:
+            return self._forward_parts(x, e, freqs, ctx, ctx_mask, view_mask, parts)
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation + e).chunk(6, dim=1)
         y = _modulate(self.norm1(x).float(), shift1, scale1).type_as(x)
         q, k, v = self.self_attn.project_qkv(y)  # (B, N, heads, hd) each
@@ -355,6 +379,37 @@ class WanBlock(nn.Module):
         y = _modulate(self.norm2(x).float(), shift2, scale2).type_as(x)
         x = torch.addcmul(x, self.ffn(y), gate2)
         return x, k, v
+
+    def _forward_parts(self, x, e, freqs, ctx, ctx_mask, view_mask, parts):
+        """`forward` with the observation's tokens on this block's weights and the future's on
+        the expert's: per-group projections, one joint self-attention."""
+        groups = tuple(zip((self, self.future), parts, strict=True))
+        mods = [(w.modulation + e).chunk(6, dim=1) for w, _ in groups]
+        xn = self.norm1(x).float()
+        qkv = [
+            w.self_attn.project_qkv(_modulate(xn[:, i], m[0], m[1]).type_as(x))
+            for (w, i), m in zip(groups, mods)
+        ]
+        q, k, v = (_scatter([t[j] for t in qkv], parts, x.shape[1]) for j in range(3))
+        q = apply_rope(q, freqs).transpose(1, 2)  # (B, heads, N, hd)
+        k = apply_rope(k, freqs).transpose(1, 2)
+        v = v.transpose(1, 2)
+        y = attention(q, k, v, view_mask)  # (B, heads, N, hd)
+        out = []
+        for (w, i), m in zip(groups, mods):
+            xi = torch.addcmul(x[:, i], w.self_attn.out(y[:, :, i]), m[2])
+            xi = xi + w.cross_attn.cross(w.norm3(xi), ctx, ctx_mask)
+            h = _modulate(self.norm2(xi).float(), m[3], m[4]).type_as(x)
+            out.append(torch.addcmul(xi, w.ffn(h), m[5]))
+        return _scatter(out, parts, x.shape[1]), k, v
+
+
+def _scatter(values: list[torch.Tensor], parts, n: int) -> torch.Tensor:
+    """Token groups (B, n_i, ...) back into one (B, n, ...) tensor at their indices."""
+    out = values[0].new_empty(values[0].shape[0], n, *values[0].shape[2:])
+    for value, index in zip(values, parts, strict=True):
+        out[:, index] = value
+    return out
 
 
 class ActionBlock(nn.Module):
@@ -446,6 +501,11 @@ class WorldActionDenoiser(nn.Module):
         self.patch_embedding = nn.Conv3d(
             cfg.in_channels, d, kernel_size=cfg.patch_size, stride=cfg.patch_size
         )
+        self.future_patch_embedding = (
+            nn.Conv3d(cfg.in_channels, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+            if cfg.future_expert
+            else None
+        )
         self.text_embedding = nn.Sequential(
             nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d)
         )
@@ -518,6 +578,18 @@ class WorldActionDenoiser(nn.Module):
             nn.init.zeros_(self.patch_position_embedding.bias)
         if self.obs_keypoints is not None:  # fresh keypoints change nothing at first
             self.obs_keypoints.zero_output()
+        self.init_future_expert()
+
+    @torch.no_grad()
+    def init_future_expert(self) -> None:
+        """Start the future expert (if any) as a copy of the shared weights: the model then
+        computes exactly what it did without one."""
+        if self.future_patch_embedding is None:
+            return
+        self.future_patch_embedding.load_state_dict(self.patch_embedding.state_dict())
+        for block in self.blocks:
+            shared = {k: v for k, v in block.state_dict().items() if not k.startswith("future.")}
+            block.future.load_state_dict(shared)
 
     # ------------------------------------------------------------------ helpers
 
@@ -556,10 +628,23 @@ class WorldActionDenoiser(nn.Module):
             self._layout_cache[key] = feats.repeat_interleave(frames, dim=0).to(device)
         return self._layout_cache[key]
 
-    def _patchify(self, x: torch.Tensor) -> torch.Tensor:
+    def _future_parts(self, views: int, grid: tuple[int, int, int], device) -> tuple | None:
+        """(observation, future) token indices in the (view, patch, frame) layout, or None
+        without a future expert or without future frames."""
+        f, h, w = grid
+        if self.future_patch_embedding is None or f < 2:
+            return None
+        key = ("parts", views, grid, str(device))
+        if key not in self._layout_cache:
+            future = torch.arange(views * h * w * f, device=device) % f != 0
+            self._layout_cache[key] = (future.logical_not().nonzero()[:, 0], future.nonzero()[:, 0])
+        return self._layout_cache[key]
+
+    def _patchify(self, x: torch.Tensor, parts: tuple | None = None) -> torch.Tensor:
         """(B, V, Cin, F, H, W) -> tokens (B, V*h*w*f, D) in layout (view, patch, frame).
 
         The Conv3d with stride = kernel is a linear map of each patch; done as one matmul.
+        `parts`: the future tokens take the future expert's patch embedding.
         """
         B, V, C, Fr, H, W = x.shape
         pt, ph, pw = self.cfg.patch_size
@@ -568,7 +653,14 @@ class WorldActionDenoiser(nn.Module):
         x = x.permute(0, 1, 5, 7, 3, 2, 4, 6, 8)  # (B, V, h, w, f, C, pt, ph, pw)
         x = x.reshape(B, V, h * w, f, C * pt * ph * pw)[:, :, self._order(h, w, x.device)]
         x = x.reshape(B, V * h * w * f, C * pt * ph * pw)  # patches in Z-order
-        return F.linear(x, self.patch_embedding.weight.flatten(1), self.patch_embedding.bias)
+        if parts is None:
+            return F.linear(x, self.patch_embedding.weight.flatten(1), self.patch_embedding.bias)
+        embed = (self.patch_embedding, self.future_patch_embedding)
+        return _scatter(
+            [F.linear(x[:, i], m.weight.flatten(1), m.bias) for m, i in zip(embed, parts)],
+            parts,
+            x.shape[1],
+        )
 
     def _unpatchify(
         self, x: torch.Tensor, B: int, V: int, grid: tuple[int, int, int]
@@ -671,7 +763,8 @@ class WorldActionDenoiser(nn.Module):
                 f"({V} views x {grid[1]}x{grid[2]} patches x {grid[0]} frames)"
             )
 
-        x = self._patchify(video)  # (B, N, D)
+        parts = self._future_parts(V, grid, video.device)
+        x = self._patchify(video, parts)  # (B, N, D)
         per_view = math.prod(grid)
         x = x.view(B, V, per_view, -1) + self.view_embedding[:V, None]
         if self.patch_position_embedding is not None:
@@ -685,7 +778,7 @@ class WorldActionDenoiser(nn.Module):
 
         keys, values = [], []
         for block in self.blocks:
-            x, k, v = block(x, e0, freqs, ctx, ctx_mask, view_mask)
+            x, k, v = block(x, e0, freqs, ctx, ctx_mask, view_mask, parts)
             keys.append(k)
             values.append(v)
         velocity = None
@@ -780,6 +873,12 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def is_addition(name: str) -> bool:
+    """Whether a denoiser parameter is ours only (no Wan2.1 counterpart): the view and patch
+    position embeddings, the staircase projection, the action tower, the future expert."""
+    return name.startswith(ADDITIONS) or ".future." in name
+
+
 def video_tower_parameters(net: WorldActionDenoiser) -> int:
     """Parameters of the Wan2.1 part alone (what a Wan2.1 checkpoint holds)."""
-    return sum(p.numel() for n, p in net.named_parameters() if not n.startswith(ADDITIONS))
+    return sum(p.numel() for n, p in net.named_parameters() if not is_addition(n))

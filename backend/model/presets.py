@@ -37,9 +37,19 @@ class ModelConfig:
     # Actions as offsets from the chunk's starting state (gripper absolute): the model learns where
     # to go from here instead of memorising the dataset's mean pose (openpi's delta actions).
     relative_actions: bool = True
+    # Residual video: > 0 makes the video tower's target, for every latent frame after the
+    # observation, (latents - still latents) * video_residual, where the still latents encode the
+    # observation held still for the clip. Zero then means "nothing moves", and imagination
+    # composites the decoded change onto the observed pixels (the autoencoder's rendering errors
+    # cancel). 0: the tower predicts the latents themselves (Wan's way).
+    video_residual: float = 0.0
 
     def __post_init__(self) -> None:
         d, v = self.denoiser, self.vae
+        if self.video_residual < 0:
+            raise ValueError(
+                f"preset {self.name}: video_residual must be >= 0, got {self.video_residual}"
+            )
         if d.out_channels != v.z_dim:
             raise ValueError(
                 f"preset {self.name}: denoiser out_channels {d.out_channels} != VAE z_dim {v.z_dim}"

@@ -310,12 +310,14 @@ class WorldActionModel(nn.Module):
         latents: torch.Tensor | None = None,
         loss_config: Objective | None = None,
         action_only: bool = False,
+        stills: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training losses of a collated batch (backend.data.samples.collate); key "loss" is the total.
 
         `latents` (B, V, C, F, h, w): precomputed (frozen-VAE) latents of `batch["video"]`; with
         `action_only` only the observation's latent frame is used (F may be 1) and the step trains
-        the action-only layout: video tokens of that frame alone, no video loss.
+        the action-only layout: video tokens of that frame alone, no video loss. `stills`: the
+        same for the observation held still (`ModelConfig.video_residual`; encoded when None).
         """
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
@@ -349,6 +351,11 @@ class WorldActionModel(nn.Module):
 
         obs = latents[:, :, :, :1]  # (B, V, C, 1, h, w) the current observation
         cond = i2v_condition(obs, n_lat)
+        if self.config.video_residual and not action_only:
+            if stills is None:
+                frame = batch["video"][:, :, :1]
+                stills = self.encode_video(frame.expand(-1, -1, horizon + 1, -1, -1, -1))
+            latents = self._residual(latents, stills[:, :, :, :n_lat].to(dev))
         validity = torch.where(valid, 1.0, -1.0)[..., None]  # (B, H, 1)
         state_abs = batch["state"].to(dev).float()  # (B, 7)
         rel = to_model_actions(actions.float(), state_abs, self.config.relative_actions)
@@ -415,6 +422,21 @@ class WorldActionModel(nn.Module):
         losses["loss"] = total
         return losses
 
+    def _residual(self, latents: torch.Tensor, stills: torch.Tensor) -> torch.Tensor:
+        """Latents -> what a residual video tower denoises: frame 0 (the observation) as it is,
+        every later frame as its difference from the still clip, scaled."""
+        r = self.config.video_residual
+        return torch.cat(
+            [latents[:, :, :, :1], (latents[:, :, :, 1:] - stills[:, :, :, 1:]) * r], 3
+        )
+
+    def _absolute(self, x: torch.Tensor, stills: torch.Tensor | None) -> torch.Tensor:
+        """Inverse of `_residual` (the identity for a model without residual video)."""
+        if stills is None:
+            return x
+        r = self.config.video_residual
+        return torch.cat([x[:, :, :, :1], stills[:, :, :, 1:] + x[:, :, :, 1:] / r], 3)
+
     def _endpoint_loss(self, kv, state, a0, valid, keep) -> torch.Tensor:
         """MSE of the keypoint encoder's guess of where the chunk ends (normalised, relative),
         given the instruction; rows whose instruction was dropped are left out."""
@@ -479,6 +501,9 @@ class WorldActionModel(nn.Module):
         obs_lat = self.encode_video(images)  # (1, V, C, 1, h, w)
         n_lat = 1 if action_only else latent_frames(horizon + 1)
         cond = i2v_condition(obs_lat, n_lat)
+        stills = None
+        if self.config.video_residual and not action_only:  # the observation held still
+            stills = self.encode_video(images.expand(-1, -1, horizon + 1, -1, -1, -1))
         ctx, ctx_mask = self.encode_text([instruction])
         timings["encode_s"] = time.perf_counter() - t0
         extra, proposal = None, None
@@ -505,6 +530,8 @@ class WorldActionModel(nn.Module):
         )
         return dict(
             obs_lat=obs_lat,
+            stills=stills,
+            images=images,
             cond=cond,
             state=state,
             state_abs=state_abs,
@@ -633,7 +660,7 @@ class WorldActionModel(nn.Module):
             )
             vv, va = self._split(vv, guidance, use_cfg), self._split(va, guidance, use_cfg)
             preview = self._finish(predict_x0(xa, va, t[:1]), mode, instruction, p)
-            x0v = predict_x0(xv, vv, t[:1])  # (1, V, C, F, h, w) clean-latent estimate
+            x0v = self._absolute(predict_x0(xv, vv, t[:1]), p["stills"])  # clean-latent estimate
             msg = {
                 "type": "preview",
                 "step": i + 1,
@@ -644,23 +671,26 @@ class WorldActionModel(nn.Module):
                 "obs_latents": obs_lat,
             }
             if preview_every > 0 and (i + 1) % preview_every == 0 and i + 1 < steps:
-                msg["video"] = self._decode(x0v, obs_lat, p["cams"], preview.length)
+                msg["video"] = self._decode(x0v, p, preview.length)
             yield msg
             xv, xa = euler_step(xv, vv, ts[i], ts[i + 1]), euler_step(xa, va, ts[i], ts[i + 1])
         p["timings"]["denoise_s"] = time.perf_counter() - t1
         result = self._finish(xa, mode, instruction, p)
         t2 = time.perf_counter()
         result.video = self._decode(
-            xv, obs_lat, p["cams"], horizon if full_video else result.length
+            self._absolute(xv, p["stills"]), p, horizon if full_video else result.length
         )
         result.timings["decode_s"] = time.perf_counter() - t2
         result.timings["total_s"] = time.perf_counter() - t_start
         yield {"type": "final", "result": result}
 
-    def _decode(
-        self, xv: torch.Tensor, obs_lat: torch.Tensor, cams: Mapping, length: int
-    ) -> dict[str, np.ndarray]:
-        """Latents (1, V, C, F, h, w) -> cam -> (length + 1, H, W, 3) uint8; frame 0 is the observation."""
+    def _decode(self, xv: torch.Tensor, p: dict, length: int) -> dict[str, np.ndarray]:
+        """Latents (1, V, C, F, h, w) -> cam -> (length + 1, H, W, 3) uint8; frame 0 is the observation.
+
+        A residual-video model's frames are the observed pixels plus the decoded change, the
+        decoding of these latents minus that of the still clip (p["stills"]).
+        """
+        obs_lat, cams, stills = p["obs_lat"], p["cams"], p["stills"]
         needed = latent_frames(length + 1) + (
             1 if length % 4 else 0
         )  # latent frames covering frames 0..length
@@ -668,6 +698,12 @@ class WorldActionModel(nn.Module):
         video = self.vae.decode(
             z.flatten(0, 1)
         )  # (V, 3, T, H, W); causal, so a prefix decodes alone
+        if stills is not None:
+            still = self.vae.decode(stills[0, :, :, :needed])
+            observed = frames_to_video(
+                self._resize(p["images"][0].to(self.device))
+            )  # (V, 3, 1, H, W)
+            video = observed + video - still
         frames = video_to_frames(video).cpu().numpy()  # (V, T, H, W, 3)
         names = (
             list(cams)

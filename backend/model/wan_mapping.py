@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import torch
 
-from backend.model.denoiser import ADDITIONS, DenoiserConfig, WorldActionDenoiser
+from backend.model.denoiser import DenoiserConfig, WorldActionDenoiser, is_addition
 
 # (diffusers, Wan2.1) name templates; "{n}" is a block index. Weight and bias follow the module.
 _MODULES: tuple[tuple[str, str], ...] = (
@@ -112,7 +112,7 @@ def wan_to_diffusers(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 
 def _ours_only(name: str) -> bool:
-    return name.startswith(ADDITIONS)
+    return is_addition(name)
 
 
 def diffusers_kwargs(cfg: DenoiserConfig) -> dict:

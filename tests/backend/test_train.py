@@ -149,6 +149,50 @@ def test_unified_stage_with_a_frozen_denoiser_leaves_event_mode_as_it_was(
         _cfg(dataset, tmp_path, freeze_denoiser=True)
 
 
+@pytest.mark.slow
+def test_a_future_expert_learns_residual_video_and_leaves_the_policy_as_it_was(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """--future-expert --video-residual: the expert starts as a copy of the video tower and
+    only it and the video head train (joint steps from --video-episodes' episodes, with still
+    clips from the cache), so the observation's path, the closed-loop policy, is unchanged;
+    the run resumes exactly."""
+    train(_cfg(dataset, tmp_path / "ev", steps=1))
+    init = tmp_path / "ev" / CHECKPOINT_DIR
+    kw = dict(
+        future_expert=True, video_residual=1.5, video_episodes=1, init=str(init), steps=4, seed=1
+    )
+    train(_cfg(dataset, tmp_path / "a", **{**kw, "steps": 2}))
+    train(_cfg(dataset, tmp_path / "a", **{**kw, "init": None, "resume": True}))
+    train(_cfg(dataset, tmp_path / "b", **kw))
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed expert run diverged"
+    rows = list(iterate_log(tmp_path / "a" / LOG_FILE))
+    assert not any(r["action_only"] for r in rows) and all("video" in r for r in rows)
+    before = load_tensors(init / EMA_FILE)
+    moved = {k for k in before if not torch.equal(before[k].float(), a[k].float())}
+    assert moved and all(k.startswith("denoiser.head.") for k in moved)
+    expert = [k for k in a if k.startswith("denoiser.future_") or ".future." in k]
+    assert expert and any(not torch.equal(a[k], a[k.replace("future.", "")]) for k in expert)
+    cfg = read_config(tmp_path / "a" / CHECKPOINT_DIR)
+    assert cfg["model"]["denoiser"]["future_expert"] and cfg["model"]["video_residual"] == 1.5
+    still = list((tmp_path / "a" / "latents").glob("*/still/*.npy"))
+    assert still and all(int(p.name.split("_")[0]) < 1 for p in still)
+    with pytest.raises(ValueError, match="future-expert"):
+        _cfg(dataset, tmp_path, future_expert=True, stage="unified")
+
+
+def test_a_future_expert_run_keeps_a_unified_checkpoint_unified() -> None:
+    """Its VLM and unified mode are untouched, so the checkpoint still serves unified mode."""
+    from backend.train import recorded_stage
+
+    expert = TrainConfig(dataset="d", out="o", future_expert=True)
+    assert recorded_stage(expert, {"stage": "unified"}) == "unified"
+    assert recorded_stage(expert, {"stage": "denoiser"}) == "denoiser"
+    assert recorded_stage(TrainConfig(dataset="d", out="o"), {"stage": "unified"}) == "denoiser"
+    assert recorded_stage(expert, None) == "denoiser"
+
+
 def test_init_keeps_the_normaliser_of_a_denoiser_it_goes_on_training() -> None:
     """Fine-tuning the shipped (unified-stage) model's denoiser, or the unified stage after the
     denoiser stage, keeps the checkpoint's units; another recipe or a VAE checkpoint does not."""

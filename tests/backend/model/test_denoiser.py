@@ -205,3 +205,25 @@ def test_fresh_patch_positions_change_nothing():
     on.load_state_dict({**on.state_dict(), **off.state_dict()})  # positions stay zero
     x = batch()
     torch.testing.assert_close(on(**x)[1], off(**x)[1])
+
+
+def test_future_expert_starts_as_the_shared_weights_and_leaves_the_observation_path_alone(net):
+    """A future-frame expert copied from the shared weights computes what the model did without
+    one; changing it changes the imagined video, never the action-only (observation) path."""
+    expert = WorldActionDenoiser(dataclasses.replace(CFG, future_expert=True)).eval()
+    missing, unexpected = expert.load_state_dict(net.state_dict(), strict=False)
+    assert not unexpected and missing and all("future" in k for k in missing)
+    expert.init_future_expert()
+    x = batch()
+    with torch.no_grad():
+        (v0, a0), (v1, a1) = net(**x), expert(**x)
+        assert torch.allclose(v0, v1, atol=1e-5) and torch.allclose(a0, a1, atol=1e-5)
+        only = batch(Fr=1)  # the action-only layout: the observation frame alone
+        _, solo = expert(**only)
+        for name, p in expert.named_parameters():
+            if name.startswith("future_") or ".future." in name:
+                p.add_(torch.randn_like(p) * 0.1)
+        v2, a2 = expert(**x)
+        _, solo2 = expert(**only)
+    assert not torch.allclose(v1, v2, atol=1e-3) and not torch.allclose(a1, a2, atol=1e-3)
+    assert torch.equal(solo, solo2)

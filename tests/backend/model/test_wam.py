@@ -228,3 +228,37 @@ def test_validity_channel_learns_event_lengths(episode) -> None:
         )
     short, long = predicted[:2], predicted[2:]
     assert max(short) < min(long), f"events of lengths {lengths} got chunks of {predicted}"
+
+
+def test_residual_video_predicts_the_change_from_the_still_observation(episode, batch) -> None:
+    """With `video_residual`, the video loss is on (clip - still clip) * scale, and imagination
+    composites the decoded change onto the observed pixels: frame 0 is the observation itself,
+    and latents equal to the still clip's imagine an unmoving scene, exactly."""
+    torch.manual_seed(0)
+    model = WorldActionModel(
+        replace(get_preset("tiny"), image_size=RES, video_residual=2.0),
+        _normalizer(episode),
+        episode.cameras,
+    )
+    lat = model.encode_video(batch["video"])
+    still = model.encode_video(batch["video"][:, :, :1].expand_as(batch["video"]))
+    res = model._residual(lat, still)
+    assert torch.equal(res[:, :, :, :1], lat[:, :, :, :1])
+    assert torch.allclose(res[:, :, :, 1:], (lat - still)[:, :, :, 1:] * 2.0)
+    assert torch.allclose(model._absolute(res, still), lat, atol=1e-6)
+    losses = model(batch, "event", latents=lat, stills=still)
+    assert torch.isfinite(losses["video"])
+    torch.manual_seed(1)  # stills encoded from the batch when not given: the same loss
+    again = model(batch, "event", latents=lat)
+    torch.manual_seed(1)
+    given = model(batch, "event", latents=lat, stills=still)
+    assert torch.allclose(again["video"], given["video"], atol=1e-5)
+
+    obs = _obs(episode)
+    im = model.imagine(obs, "grasp the block", steps=2, full_video=True)
+    for cam, frames in im.video.items():
+        assert np.array_equal(frames[0], obs.images[cam])  # RES-sized sim frames: no resize
+    p = model._prepare(obs, "grasp the block", "event", 1.0, H)
+    still_video = model._decode(p["stills"], p, H)
+    for cam, frames in still_video.items():
+        assert (np.abs(frames.astype(int) - obs.images[cam][None].astype(int)) <= 1).all()
