@@ -69,6 +69,11 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         help="train a future-frame expert of the video tower only: the action-only policy stays as it is",
     )
     p.add_argument(
+        "--future-actions",
+        action="store_true",
+        help="the future frames also see the action chunk they are imagined under",
+    )
+    p.add_argument(
         "--video-residual",
         type=float,
         default=0.0,
@@ -229,6 +234,7 @@ def _train(args: argparse.Namespace) -> int:
         suffixes=not args.no_suffixes,
         freeze_video_tower=args.freeze_video_tower,
         future_expert=args.future_expert,
+        future_actions=args.future_actions,
         video_residual=args.video_residual,
         video_episodes=args.video_episodes,
         h_max=args.h_max,

@@ -120,6 +120,9 @@ class TrainConfig:
     # Residual video (ModelConfig.video_residual): the scale of the video tower's residual
     # target; 0 keeps the checkpoint's (or the preset's) setting.
     video_residual: float = 0.0
+    # Action-conditioned future frames (DenoiserConfig.future_actions; a fresh, zero-initialised
+    # embedding if --init has none).
+    future_actions: bool = False
     # Joint (video) steps draw their samples from the first K episodes only, whose clips a
     # cache holds (scripts/fill_latents.py --clips K); action-only steps from all. 0: all.
     video_episodes: int = 0
@@ -252,7 +255,11 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 # The denoiser's action-side parameters (everything else is the video tower and its embedders).
 ACTION_TOWER = ("action_", "obs_keypoints.")
-FUTURE_EXPERT = ("future_patch_embedding.", "head.")  # and blocks.*.future.*
+FUTURE_EXPERT = (
+    "future_patch_embedding.",
+    "future_action_embedding.",
+    "head.",
+)  # + blocks.*.future.*
 
 
 def _trainable(model, stage: str) -> list[nn.Module]:
@@ -411,6 +418,8 @@ def _model_config(cfg: TrainConfig, source: Path | None):
         model_cfg = replace(model_cfg, vlm=replace(model_cfg.vlm, path=cfg.vlm_path))
     if cfg.future_expert:
         model_cfg = replace(model_cfg, denoiser=replace(model_cfg.denoiser, future_expert=True))
+    if cfg.future_actions:
+        model_cfg = replace(model_cfg, denoiser=replace(model_cfg.denoiser, future_actions=True))
     if cfg.video_residual:
         model_cfg = replace(model_cfg, video_residual=cfg.video_residual)
     return model_cfg, normalizer
@@ -446,6 +455,8 @@ def _fresh_parts(ckpt: dict, model_cfg: ModelConfig) -> tuple[str, ...]:
     if now.future_expert and not had.get("future_expert", False):  # copied in after loading
         blocks = (f"denoiser.blocks.{i}.future." for i in range(now.num_layers))
         expert = ("denoiser.future_patch_embedding.", *blocks)
+    if now.future_actions and not had.get("future_actions", False):
+        expert += ("denoiser.future_action_embedding.",)
     return expert + _fresh_keypoints(had, now)
 
 

@@ -63,6 +63,7 @@ ADDITIONS = (
     "extra_context_embedding",
     "action_",
     "future_patch_embedding",
+    "future_action_embedding",
 )
 
 
@@ -114,6 +115,10 @@ class DenoiserConfig:
     # keep the shared ones. The action-only path (the closed-loop policy: the observation frame
     # alone) is then untouched by training the expert, which learns to imagine the future.
     future_expert: bool = False
+    # Action-conditioned future: each latent frame after the observation also gets the 4
+    # actions it spans (model units, validity included) through a zero-initialised linear
+    # added to its tokens, so the imagined video shows the motion of a given chunk.
+    future_actions: bool = False
 
     def __post_init__(self) -> None:
         pos = {
@@ -501,6 +506,9 @@ class WorldActionDenoiser(nn.Module):
         self.patch_embedding = nn.Conv3d(
             cfg.in_channels, d, kernel_size=cfg.patch_size, stride=cfg.patch_size
         )
+        self.future_action_embedding = (
+            nn.Linear(4 * cfg.action_dim, d) if cfg.future_actions else None
+        )
         self.future_patch_embedding = (
             nn.Conv3d(cfg.in_channels, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
             if cfg.future_expert
@@ -573,9 +581,10 @@ class WorldActionDenoiser(nn.Module):
         # starts at zero so a mapped Wan2.1 checkpoint initially behaves exactly like Wan.
         nn.init.normal_(self.action_pos_embedding, std=0.02)
         nn.init.zeros_(self.view_embedding)
-        if self.patch_position_embedding is not None:
-            nn.init.zeros_(self.patch_position_embedding.weight)
-            nn.init.zeros_(self.patch_position_embedding.bias)
+        for m in (self.patch_position_embedding, self.future_action_embedding):
+            if m is not None:  # new inputs change nothing at first
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
         if self.obs_keypoints is not None:  # fresh keypoints change nothing at first
             self.obs_keypoints.zero_output()
         self.init_future_expert()
@@ -722,11 +731,14 @@ class WorldActionDenoiser(nn.Module):
         extra_context: torch.Tensor | None = None,
         compute_video: bool = False,
         obs_frames: torch.Tensor | None = None,
+        future_actions: torch.Tensor | None = None,
     ) -> VideoKV:
         """Run the video tower once; return every layer's keys/values (and the velocity if asked).
 
         `obs_frames` uint8 (B, V, H, W, 3): the observation in pixels, required when the config
         has `keypoints` (their keypoints come with the keys and values, for the action tower).
+        `future_actions` (B, 4 (F - 1), action_dim): the chunk the future frames are imagined
+        under (config `future_actions`; None: no action input, as for the observation alone).
         """
         cfg = self.cfg
         if video.ndim != 6 or video.shape[2] != cfg.out_channels:
@@ -770,6 +782,8 @@ class WorldActionDenoiser(nn.Module):
         if self.patch_position_embedding is not None:
             pos = self._patch_positions(grid[1], grid[2], grid[0], x.device)  # (per_view, 4K)
             x = x + self.patch_position_embedding(pos.to(x.dtype))
+        if future_actions is not None and self.future_action_embedding is not None and grid[0] > 1:
+            x = self._add_future_actions(x, future_actions, grid)
         x = x.view(B, n_tok, -1)
         freqs = self._freqs(*grid, V, x.device)  # (N, hd/2)
         e = self.time_embedding(sinusoidal_embedding(t_video, cfg.freq_dim))  # (B, D)
@@ -785,6 +799,22 @@ class WorldActionDenoiser(nn.Module):
         if compute_video:
             velocity = self._unpatchify(self.head(x, e), B, V, grid)  # (B, V, C, F, h, w)
         return VideoKV(keys, values, ctx, ctx_mask, velocity, grid, *self._look(obs_frames, B))
+
+    def _add_future_actions(
+        self, x: torch.Tensor, actions: torch.Tensor, grid: tuple[int, int, int]
+    ) -> torch.Tensor:
+        """x (B, V, h*w*f, D): add to every token of latent frame k >= 1 the embedding of the
+        4 actions it spans."""
+        B, V, _, D = x.shape
+        f = grid[0]
+        if actions.shape[0] != B or actions.shape[1:] != (4 * (f - 1), self.cfg.action_dim):
+            raise ValueError(
+                f"future_actions must be ({B}, {4 * (f - 1)}, {self.cfg.action_dim}), "
+                f"got {tuple(actions.shape)}"
+            )
+        e = self.future_action_embedding(actions.reshape(B, f - 1, -1).to(x.dtype))  # (B, f-1, D)
+        e = torch.cat([e.new_zeros(B, 1, D), e], dim=1)  # the observation's frame: none
+        return (x.view(B, V, -1, f, D) + e[:, None, None]).view(B, V, -1, D)
 
     def _look(
         self, obs_frames: torch.Tensor | None, batch: int
@@ -843,6 +873,7 @@ class WorldActionDenoiser(nn.Module):
         extra_context: torch.Tensor | None = None,
         compute_video: bool = True,
         obs_frames: torch.Tensor | None = None,
+        future_actions: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Joint denoising step: (video velocity or None, action velocity)."""
         kv = self.encode_video(
@@ -855,6 +886,7 @@ class WorldActionDenoiser(nn.Module):
             extra_context,
             compute_video,
             obs_frames,
+            future_actions,
         )
         return kv.velocity, self.denoise_actions(actions, t_action, state, kv)
 

@@ -397,6 +397,7 @@ class WorldActionModel(nn.Module):
             extra,
             compute_video=not action_only,
             obs_frames=obs_frames,
+            future_actions=None if action_only else a0,  # the true chunk (config future_actions)
         )
         pv, pa = kv.velocity, self.denoiser.denoise_actions(xa, t_a, state, kv)
         if kv.obs_points is not None and oc.keypoint_weight > 0:
@@ -639,8 +640,12 @@ class WorldActionModel(nn.Module):
         t_start = time.perf_counter()
         p = self._prepare(obs, instruction, mode, guidance, horizon)
         obs_lat, use_cfg = p["obs_lat"], p["use_cfg"]
-        xv, xa = self._initial_noise(obs_lat, horizon, seed)
         rep = 2 if use_cfg else 1
+        plan = None  # an action-conditioned future is imagined under the action-only chunk
+        if self.config.denoiser.future_actions:
+            q = self._prepare(obs, instruction, mode, guidance, horizon, action_only=True)
+            plan = self._action_only(q, horizon, steps, seed, guidance).repeat(rep, 1, 1)
+        xv, xa = self._initial_noise(obs_lat, horizon, seed)
         ts = sampling_schedule(steps, self.config.sampling_shift).tolist()
         t1 = time.perf_counter()
         for i in range(steps):
@@ -657,6 +662,7 @@ class WorldActionModel(nn.Module):
                 p["vmask"],
                 p["extra"],
                 obs_frames=p["obs_frames"],
+                future_actions=plan,
             )
             vv, va = self._split(vv, guidance, use_cfg), self._split(va, guidance, use_cfg)
             preview = self._finish(predict_x0(xa, va, t[:1]), mode, instruction, p)
@@ -736,11 +742,21 @@ class WorldActionModel(nn.Module):
         )
         t_start = time.perf_counter()
         p = self._prepare(obs, instruction, mode, guidance, horizon, action_only=True)
+        t1 = time.perf_counter()
+        xa = self._action_only(p, horizon, steps, seed, guidance)
+        p["timings"]["denoise_s"] = time.perf_counter() - t1
+        result = self._finish(xa, mode, instruction, p)
+        result.timings["total_s"] = time.perf_counter() - t_start
+        return result
+
+    def _action_only(
+        self, p: dict, horizon: int, steps: int, seed: int, guidance: float
+    ) -> torch.Tensor:
+        """The action-only path on prepared inputs: the chunk (1, horizon, 8) in model units."""
         use_cfg = p["use_cfg"]
         rep = 2 if use_cfg else 1
         xv, xa = self._initial_noise(p["obs_lat"], horizon, seed)
         xv = xv[:, :, :, :1].repeat(rep, 1, 1, 1, 1, 1)  # the observation's latent frame only
-        t1 = time.perf_counter()
         kv = self.denoiser.encode_video(
             xv,
             torch.ones(rep, device=self.device),
@@ -757,10 +773,7 @@ class WorldActionModel(nn.Module):
             t = torch.full((rep,), ts[i], device=self.device)
             va = self.denoiser.denoise_actions(xa.repeat(rep, 1, 1), t, p["state"], kv)
             xa = euler_step(xa, self._split(va, guidance, use_cfg), ts[i], ts[i + 1])
-        p["timings"]["denoise_s"] = time.perf_counter() - t1
-        result = self._finish(xa, mode, instruction, p)
-        result.timings["total_s"] = time.perf_counter() - t_start
-        return result
+        return xa
 
     @torch.no_grad()
     def propose_event(self, obs: Observation, task: str) -> str:

@@ -227,3 +227,26 @@ def test_future_expert_starts_as_the_shared_weights_and_leaves_the_observation_p
         _, solo2 = expert(**only)
     assert not torch.allclose(v1, v2, atol=1e-3) and not torch.allclose(a1, a2, atol=1e-3)
     assert torch.equal(solo, solo2)
+
+
+def test_future_actions_condition_the_future_frames_only(net):
+    """The zero-initialised action embedding changes nothing at first; trained, it changes the
+    imagined future with the chunk given, never the observation-alone (action-only) layout."""
+    model = WorldActionDenoiser(dataclasses.replace(CFG, future_actions=True)).eval()
+    missing, _ = model.load_state_dict(net.state_dict(), strict=False)
+    assert missing and all(k.startswith("future_action_embedding.") for k in missing)
+    x = batch()  # 3 latent frames: 8 steps of actions after the observation
+    plan = torch.randn(2, 8, CFG.action_dim)
+    with torch.no_grad():
+        v0, _ = net(**x)
+        v1, _ = model(**x, future_actions=plan)
+        assert torch.allclose(v0, v1, atol=1e-6)
+        model.future_action_embedding.weight.normal_(0, 0.1)
+        v2, _ = model(**x, future_actions=plan)
+        v3, _ = model(**x, future_actions=-plan)
+        _, solo = model(**batch(Fr=1), future_actions=None)
+        _, solo_net = net(**batch(Fr=1))
+    assert not torch.allclose(v2, v3, atol=1e-4)
+    assert torch.allclose(solo, solo_net, atol=1e-6)
+    with pytest.raises(ValueError, match="future_actions must be"):
+        model(**x, future_actions=plan[:, :4])

@@ -262,3 +262,28 @@ def test_residual_video_predicts_the_change_from_the_still_observation(episode, 
     still_video = model._decode(p["stills"], p, H)
     for cam, frames in still_video.items():
         assert (np.abs(frames.astype(int) - obs.images[cam][None].astype(int)) <= 1).all()
+
+
+def test_an_action_conditioned_future_is_imagined_under_the_action_only_chunk(
+    episode, batch
+) -> None:
+    """With `future_actions`, training feeds the true chunk to the future frames and imagination
+    the action-only path's chunk: the video changes with it, the action-only path does not."""
+    torch.manual_seed(0)
+    cfg = get_preset("tiny")
+    cfg = replace(cfg, image_size=RES, denoiser=replace(cfg.denoiser, future_actions=True))
+    model = WorldActionModel(cfg, _normalizer(episode), episode.cameras)
+    with torch.no_grad():  # a fresh (zero) video head would predict no change whatever it sees
+        model.denoiser.head.head.weight.normal_(0, 0.05)
+    assert torch.isfinite(model(batch, "event")["video"])
+    obs = _obs(episode)
+    before = model.imagine(obs, "grasp the block", steps=2, seed=3, full_video=True)
+    fast = model.predict_actions(obs, "grasp the block", steps=2, seed=3)
+    with torch.no_grad():
+        model.denoiser.future_action_embedding.weight.normal_(0, 0.5)
+    after = model.imagine(obs, "grasp the block", steps=2, seed=3, full_video=True)
+    assert np.array_equal(
+        model.predict_actions(obs, "grasp the block", steps=2, seed=3).chunk, fast.chunk
+    )
+    cam = next(iter(after.video))
+    assert not np.array_equal(before.video[cam][1:], after.video[cam][1:])
