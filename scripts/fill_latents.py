@@ -56,12 +56,8 @@ def main() -> None:
         samples = EventSamples(
             episodes, h_max=model.config.h_max, caption_track="action", episodes=mine
         )
-        for start in tqdm(range(0, len(samples), 16), desc=f"clips {part}/{parts}"):
-            rows = [
-                samples.sample(i, video=False) for i in range(start, min(start + 16, len(samples)))
-            ]
-            store.clips(rows, samples.video)
-            store.stills(rows, episodes)
+        with tqdm(total=len(mine) + len(samples), desc=f"clips {part}/{parts}") as bar:
+            store.fill(samples, episodes, bar.update, stills=True, pixels=True)
 
 
 if __name__ == "__main__":

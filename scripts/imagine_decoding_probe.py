@@ -3,11 +3,16 @@
 For held-out events of a dataset, prints the mean PSNR (dB, frames after the observation,
 every view) of:
 
-- `plain`:  the model's imagined video;
+- `plain`:  the model's imagined video (a residual-video model's is already composited);
 - `resid`:  the observation plus the imagined change in pixels
             (observation + decode(prediction) - decode(still clip of the observation));
+            for a model without residual video;
 - `repeat`: repeating the observed frame;
-- `vae`:    the autoencoder alone on the true future (encode, decode): the decoder's ceiling.
+- `vae`:    the autoencoder alone on the true future (encode, decode): the decoder's ceiling;
+- `vae_resid`: the observation plus the true future's decoded change: the composite's ceiling.
+
+and the squared error per pixel of `plain` and `repeat`, split into pixels that move (differ
+from the observation by more than 8 levels in some channel) and pixels that do not.
 
     python scripts/imagine_decoding_probe.py CHECKPOINT DATASET --events 20 [--steps N]
 """
@@ -41,6 +46,12 @@ def _roundtrip(model: WorldActionModel, frames: np.ndarray) -> np.ndarray:
     return video_to_frames(out).cpu().numpy()[0][: len(frames)]
 
 
+def _composite(observed: np.ndarray, video: np.ndarray, still: np.ndarray) -> np.ndarray:
+    """observed + (video - still), per frame, in uint8."""
+    change = video.astype(np.int16) - still.astype(np.int16)
+    return np.clip(observed.astype(np.int16) + change, 0, 255).astype(np.uint8)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
@@ -61,7 +72,16 @@ def main() -> None:
     )
     chosen = np.unique(np.linspace(0, len(samples) - 1, args.events).round().astype(int))
     size = model.config.image_size
-    scores: dict[str, list[float]] = {"plain": [], "resid": [], "repeat": [], "vae": []}
+    scores: dict[str, list[float]] = {
+        "plain": [],
+        "resid": [],
+        "repeat": [],
+        "vae": [],
+        "vae_resid": [],
+    }
+    if model.config.video_residual:
+        del scores["resid"]
+    err = {"plain static": 0.0, "plain moving": 0.0, "repeat moving": 0.0, "pixels": 0}
     for i in chosen.tolist():
         s = samples[i]
         names = list(s["cameras"])
@@ -78,14 +98,31 @@ def main() -> None:
             truth = resize_frames(s["video"][v, : n + 1], size)
             pred = im.video[c][: n + 1]
             still = _roundtrip(model, np.repeat(truth[:1], n + 1, 0))
-            change = pred.astype(np.int16) - still.astype(np.int16)
-            resid = np.clip(truth[:1].astype(np.int16) + change, 0, 255).astype(np.uint8)
+            rep = np.repeat(truth[:1], n, 0)
             scores["plain"].append(psnr(pred[1:], truth[1:]))
-            scores["resid"].append(psnr(resid[1:], truth[1:]))
-            scores["repeat"].append(psnr(np.repeat(truth[:1], n, 0), truth[1:]))
-            scores["vae"].append(psnr(_roundtrip(model, truth)[1:], truth[1:]))
+            if "resid" in scores:
+                scores["resid"].append(psnr(_composite(truth[0], pred, still)[1:], truth[1:]))
+            scores["repeat"].append(psnr(rep, truth[1:]))
+            true = _roundtrip(model, truth)
+            scores["vae"].append(psnr(true[1:], truth[1:]))
+            scores["vae_resid"].append(psnr(_composite(truth[0], true, still)[1:], truth[1:]))
+            real = truth[1:].astype(float)
+            moving = np.abs(real - rep).max(-1) > 8
+            e_plain = ((pred[1:].astype(float) - real) ** 2).mean(-1)
+            e_rep = ((rep.astype(float) - real) ** 2).mean(-1)
+            err["plain static"] += e_plain[~moving].sum()
+            err["plain moving"] += e_plain[moving].sum()
+            err["repeat moving"] += e_rep[moving].sum()
+            err["pixels"] += moving.size
+            err["moving pixels"] = err.get("moving pixels", 0) + int(moving.sum())
     for name, values in scores.items():
-        print(f"{name:7s} {np.mean(values):6.2f} dB  ({len(values)} view-clips)")
+        print(f"{name:9s} {np.mean(values):6.2f} dB  ({len(values)} view-clips)")
+    pixels = max(err["pixels"], 1)
+    print(
+        f"moving pixels {100 * err.get('moving pixels', 0) / pixels:.1f} %; squared error per pixel:"
+    )
+    for name in ("plain static", "plain moving", "repeat moving"):
+        print(f"  {name:14s} {err[name] / pixels:8.1f}")
 
 
 if __name__ == "__main__":
