@@ -74,6 +74,12 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         help="the future frames also see the action chunk they are imagined under",
     )
     p.add_argument(
+        "--future-track",
+        action="store_true",
+        help="the future frames also see where the chunk takes the gripper in each view "
+        "(projected with the cameras' calibration)",
+    )
+    p.add_argument(
         "--video-residual",
         type=float,
         default=0.0,
@@ -235,6 +241,7 @@ def _train(args: argparse.Namespace) -> int:
         freeze_video_tower=args.freeze_video_tower,
         future_expert=args.future_expert,
         future_actions=args.future_actions,
+        future_track=args.future_track,
         video_residual=args.video_residual,
         video_episodes=args.video_episodes,
         h_max=args.h_max,

@@ -123,6 +123,9 @@ class TrainConfig:
     # Action-conditioned future frames (DenoiserConfig.future_actions; a fresh, zero-initialised
     # embedding if --init has none).
     future_actions: bool = False
+    # End-effector track for the future frames (DenoiserConfig.future_track; a fresh,
+    # zero-initialised embedding if --init has none).
+    future_track: bool = False
     # Joint (video) steps draw their samples from the first K episodes only, whose clips a
     # cache holds (scripts/fill_latents.py --clips K); action-only steps from all. 0: all.
     video_episodes: int = 0
@@ -258,6 +261,7 @@ ACTION_TOWER = ("action_", "obs_keypoints.")
 FUTURE_EXPERT = (
     "future_patch_embedding.",
     "future_action_embedding.",
+    "future_track_embedding.",
     "head.",
 )  # + blocks.*.future.*
 
@@ -420,6 +424,8 @@ def _model_config(cfg: TrainConfig, source: Path | None):
         model_cfg = replace(model_cfg, denoiser=replace(model_cfg.denoiser, future_expert=True))
     if cfg.future_actions:
         model_cfg = replace(model_cfg, denoiser=replace(model_cfg.denoiser, future_actions=True))
+    if cfg.future_track:
+        model_cfg = replace(model_cfg, denoiser=replace(model_cfg.denoiser, future_track=True))
     if cfg.video_residual:
         model_cfg = replace(model_cfg, video_residual=cfg.video_residual)
     return model_cfg, normalizer
@@ -457,6 +463,8 @@ def _fresh_parts(ckpt: dict, model_cfg: ModelConfig) -> tuple[str, ...]:
         expert = ("denoiser.future_patch_embedding.", *blocks)
     if now.future_actions and not had.get("future_actions", False):
         expert += ("denoiser.future_action_embedding.",)
+    if now.future_track and not had.get("future_track", False):
+        expert += ("denoiser.future_track_embedding.",)
     return expert + _fresh_keypoints(had, now)
 
 

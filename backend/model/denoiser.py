@@ -55,6 +55,7 @@ from torch import nn
 
 from backend.model.attention import ViewMask, apply_rope, attention, patch_order, rope_freqs_3d
 from backend.model.keypoints import SpatialKeypoints
+from backend.model.track import TRACK_FEATURES
 
 # Parameter-name prefixes of what this denoiser adds to Wan2.1's video tower.
 ADDITIONS = (
@@ -64,6 +65,7 @@ ADDITIONS = (
     "action_",
     "future_patch_embedding",
     "future_action_embedding",
+    "future_track_embedding",
 )
 
 
@@ -119,6 +121,11 @@ class DenoiserConfig:
     # actions it spans (model units, validity included) through a zero-initialised linear
     # added to its tokens, so the imagined video shows the motion of a given chunk.
     future_actions: bool = False
+    # End-effector track: each future latent frame's tokens also get the geometry of the chunk
+    # in their view (backend.model.track: the offset from the patch to the projected gripper at
+    # the frame's end and at the observation) through a zero-initialised linear, so the change
+    # is drawn where the calibrated cameras see the arm go.
+    future_track: bool = False
 
     def __post_init__(self) -> None:
         pos = {
@@ -509,6 +516,7 @@ class WorldActionDenoiser(nn.Module):
         self.future_action_embedding = (
             nn.Linear(4 * cfg.action_dim, d) if cfg.future_actions else None
         )
+        self.future_track_embedding = nn.Linear(TRACK_FEATURES, d) if cfg.future_track else None
         self.future_patch_embedding = (
             nn.Conv3d(cfg.in_channels, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
             if cfg.future_expert
@@ -581,7 +589,11 @@ class WorldActionDenoiser(nn.Module):
         # starts at zero so a mapped Wan2.1 checkpoint initially behaves exactly like Wan.
         nn.init.normal_(self.action_pos_embedding, std=0.02)
         nn.init.zeros_(self.view_embedding)
-        for m in (self.patch_position_embedding, self.future_action_embedding):
+        for m in (
+            self.patch_position_embedding,
+            self.future_action_embedding,
+            self.future_track_embedding,
+        ):
             if m is not None:  # new inputs change nothing at first
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -732,6 +744,7 @@ class WorldActionDenoiser(nn.Module):
         compute_video: bool = False,
         obs_frames: torch.Tensor | None = None,
         future_actions: torch.Tensor | None = None,
+        future_track: torch.Tensor | None = None,
     ) -> VideoKV:
         """Run the video tower once; return every layer's keys/values (and the velocity if asked).
 
@@ -739,6 +752,8 @@ class WorldActionDenoiser(nn.Module):
         has `keypoints` (their keypoints come with the keys and values, for the action tower).
         `future_actions` (B, 4 (F - 1), action_dim): the chunk the future frames are imagined
         under (config `future_actions`; None: no action input, as for the observation alone).
+        `future_track` (B, V, F - 1, h * w, TRACK_FEATURES): that chunk's end-effector track
+        (backend.model.track.track_features; config `future_track`).
         """
         cfg = self.cfg
         if video.ndim != 6 or video.shape[2] != cfg.out_channels:
@@ -784,6 +799,8 @@ class WorldActionDenoiser(nn.Module):
             x = x + self.patch_position_embedding(pos.to(x.dtype))
         if future_actions is not None and self.future_action_embedding is not None and grid[0] > 1:
             x = self._add_future_actions(x, future_actions, grid)
+        if future_track is not None and self.future_track_embedding is not None and grid[0] > 1:
+            x = self._add_future_track(x, future_track, grid)
         x = x.view(B, n_tok, -1)
         freqs = self._freqs(*grid, V, x.device)  # (N, hd/2)
         e = self.time_embedding(sinusoidal_embedding(t_video, cfg.freq_dim))  # (B, D)
@@ -815,6 +832,23 @@ class WorldActionDenoiser(nn.Module):
         e = self.future_action_embedding(actions.reshape(B, f - 1, -1).to(x.dtype))  # (B, f-1, D)
         e = torch.cat([e.new_zeros(B, 1, D), e], dim=1)  # the observation's frame: none
         return (x.view(B, V, -1, f, D) + e[:, None, None]).view(B, V, -1, D)
+
+    def _add_future_track(
+        self, x: torch.Tensor, track: torch.Tensor, grid: tuple[int, int, int]
+    ) -> torch.Tensor:
+        """x (B, V, h*w*f, D): add to every token of latent frame k >= 1 the embedding of its
+        patch's end-effector track features (rows in row-major patch order)."""
+        B, V, _, D = x.shape
+        f, h, w = grid
+        if track.shape != (B, V, f - 1, h * w, TRACK_FEATURES):
+            raise ValueError(
+                f"future_track must be {(B, V, f - 1, h * w, TRACK_FEATURES)}, "
+                f"got {tuple(track.shape)}"
+            )
+        order = patch_order(h, w).to(track.device)
+        e = self.future_track_embedding(track[:, :, :, order].to(x.device, x.dtype))
+        e = torch.cat([e.new_zeros(B, V, 1, h * w, D), e], dim=2)  # the observation: none
+        return (x.view(B, V, h * w, f, D) + e.transpose(2, 3)).view(B, V, -1, D)
 
     def _look(
         self, obs_frames: torch.Tensor | None, batch: int
@@ -874,6 +908,7 @@ class WorldActionDenoiser(nn.Module):
         compute_video: bool = True,
         obs_frames: torch.Tensor | None = None,
         future_actions: torch.Tensor | None = None,
+        future_track: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """Joint denoising step: (video velocity or None, action velocity)."""
         kv = self.encode_video(
@@ -887,6 +922,7 @@ class WorldActionDenoiser(nn.Module):
             compute_video,
             obs_frames,
             future_actions,
+            future_track,
         )
         return kv.velocity, self.denoise_actions(actions, t_action, state, kv)
 

@@ -60,6 +60,7 @@ from backend.model.flow import (
 from backend.model.normalizer import Normalizer
 from backend.model.presets import ModelConfig
 from backend.model.text_encoder import InstructionEncoder
+from backend.model.track import track_features
 from backend.model.vae import VideoVAE, frames_to_video, latent_frames, video_to_frames
 from backend.model.vlm import StaircaseVLM
 from robot.types import ACTION_DIM, CameraCalib
@@ -301,6 +302,24 @@ class WorldActionModel(nn.Module):
             self._masks.popitem(last=False)
         return mask
 
+    def _track(
+        self,
+        state_abs: torch.Tensor,
+        actions_abs: torch.Tensor,
+        cameras: Sequence[Mapping[str, CameraCalib]] | None,
+        views: int,
+    ) -> torch.Tensor | None:
+        """End-effector track features of absolute chunks (config `future_track`), else None."""
+        cfg = self.config
+        if not cfg.denoiser.future_track:
+            return None
+        grid = (
+            cfg.latent_size // cfg.denoiser.patch_size[1],
+            cfg.latent_size // cfg.denoiser.patch_size[2],
+        )
+        cams = list(cameras) if cameras is not None else [None] * len(actions_abs)
+        return track_features(state_abs, actions_abs, cams, views, grid).to(self.device)
+
     # ---- training ---------------------------------------------------------------------------
 
     def forward(
@@ -398,6 +417,9 @@ class WorldActionModel(nn.Module):
             compute_video=not action_only,
             obs_frames=obs_frames,
             future_actions=None if action_only else a0,  # the true chunk (config future_actions)
+            future_track=None
+            if action_only
+            else self._track(state_abs, actions.float(), batch.get("cameras"), V),
         )
         pv, pa = kv.velocity, self.denoiser.denoise_actions(xa, t_a, state, kv)
         if kv.obs_points is not None and oc.keypoint_weight > 0:
@@ -641,10 +663,15 @@ class WorldActionModel(nn.Module):
         p = self._prepare(obs, instruction, mode, guidance, horizon)
         obs_lat, use_cfg = p["obs_lat"], p["use_cfg"]
         rep = 2 if use_cfg else 1
-        plan = None  # an action-conditioned future is imagined under the action-only chunk
-        if self.config.denoiser.future_actions:
+        plan = track = None  # an action-conditioned future is imagined under the action-only chunk
+        if self.config.denoiser.future_actions or self.config.denoiser.future_track:
             q = self._prepare(obs, instruction, mode, guidance, horizon, action_only=True)
-            plan = self._action_only(q, horizon, steps, seed, guidance).repeat(rep, 1, 1)
+            plan = self._action_only(q, horizon, steps, seed, guidance)
+            chunk = self.normalizer.unnormalize_action(plan[..., :ACTION_DIM].float())
+            chunk = from_model_actions(chunk, p["state_abs"], self.config.relative_actions)
+            track = self._track(p["state_abs"], chunk, [p["cams"]], obs_lat.shape[1])
+            plan = plan.repeat(rep, 1, 1)
+            track = track.repeat(rep, 1, 1, 1, 1) if track is not None else None
         xv, xa = self._initial_noise(obs_lat, horizon, seed)
         ts = sampling_schedule(steps, self.config.sampling_shift).tolist()
         t1 = time.perf_counter()
@@ -663,6 +690,7 @@ class WorldActionModel(nn.Module):
                 p["extra"],
                 obs_frames=p["obs_frames"],
                 future_actions=plan,
+                future_track=track,
             )
             vv, va = self._split(vv, guidance, use_cfg), self._split(va, guidance, use_cfg)
             preview = self._finish(predict_x0(xa, va, t[:1]), mode, instruction, p)

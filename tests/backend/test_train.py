@@ -182,6 +182,23 @@ def test_a_future_expert_learns_residual_video_and_leaves_the_policy_as_it_was(
         _cfg(dataset, tmp_path, future_expert=True, stage="unified")
 
 
+def test_a_future_track_starts_fresh_and_trains_with_the_expert(
+    dataset: Path, tmp_path: Path
+) -> None:
+    """--future-track on a checkpoint without one: the track embedding starts at zero (the
+    model computes what it did) and learns from the dataset's calibrations; the policy stays."""
+    train(_cfg(dataset, tmp_path / "ev", steps=1))
+    init = tmp_path / "ev" / CHECKPOINT_DIR
+    kw = dict(future_expert=True, future_track=True, init=str(init), steps=2, seed=1)
+    train(_cfg(dataset, tmp_path / "t", **kw))
+    after = _weights(tmp_path / "t")
+    assert after["denoiser.future_track_embedding.weight"].abs().sum() > 0
+    before = load_tensors(init / EMA_FILE)
+    moved = {k for k in before if not torch.equal(before[k].float(), after[k].float())}
+    assert moved and all(k.startswith("denoiser.head.") for k in moved)
+    assert read_config(tmp_path / "t" / CHECKPOINT_DIR)["model"]["denoiser"]["future_track"]
+
+
 def test_a_future_expert_run_keeps_a_unified_checkpoint_unified() -> None:
     """Its VLM and unified mode are untouched, so the checkpoint still serves unified mode."""
     from backend.train import recorded_stage

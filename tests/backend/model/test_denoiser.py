@@ -13,6 +13,7 @@ from backend.model.denoiser import (
     i2v_condition,
     video_tower_parameters,
 )
+from backend.model.track import TRACK_FEATURES
 
 CFG = dataclasses.replace(DENOISER_PRESETS["tiny"], num_layers=2, extra_context_dim=24)
 
@@ -250,3 +251,28 @@ def test_future_actions_condition_the_future_frames_only(net):
     assert torch.allclose(solo, solo_net, atol=1e-6)
     with pytest.raises(ValueError, match="future_actions must be"):
         model(**x, future_actions=plan[:, :4])
+
+
+def test_future_track_conditions_the_future_frames_only(net):
+    """Like the chunk, the end-effector track's zero-initialised embedding changes nothing at
+    first; trained, each patch reads its own features, and the observation alone is untouched."""
+    model = WorldActionDenoiser(dataclasses.replace(CFG, future_track=True)).eval()
+    missing, _ = model.load_state_dict(net.state_dict(), strict=False)
+    assert missing and all(k.startswith("future_track_embedding.") for k in missing)
+    x = batch()  # 3 latent frames of 2x3 patches per view
+    track = torch.randn(2, 3, 2, 6, TRACK_FEATURES)
+    with torch.no_grad():
+        v0, a0 = net(**x)
+        v1, a1 = model(**x, future_track=track)
+        assert torch.allclose(v0, v1, atol=1e-6) and torch.allclose(a0, a1, atol=1e-6)
+        model.future_track_embedding.weight.normal_(0, 0.1)
+        v2, _ = model(**x, future_track=track)
+        moved = track.clone()
+        moved[:, :, :, 0] += 1.0  # one patch's features, in every view and frame
+        v3, _ = model(**x, future_track=moved)
+        _, solo = model(**batch(Fr=1), future_track=None)
+        _, solo_net = net(**batch(Fr=1))
+    assert not torch.allclose(v2, v3, atol=1e-4)
+    assert torch.allclose(solo, solo_net, atol=1e-6)
+    with pytest.raises(ValueError, match="future_track must be"):
+        model(**x, future_track=track[:, :, :1])

@@ -264,14 +264,20 @@ def test_residual_video_predicts_the_change_from_the_still_observation(episode, 
         assert (np.abs(frames.astype(int) - obs.images[cam][None].astype(int)) <= 1).all()
 
 
+@pytest.mark.parametrize(
+    "option, embedding",
+    [("future_actions", "future_action_embedding"), ("future_track", "future_track_embedding")],
+)
 def test_an_action_conditioned_future_is_imagined_under_the_action_only_chunk(
-    episode, batch
+    episode, batch, option, embedding
 ) -> None:
-    """With `future_actions`, training feeds the true chunk to the future frames and imagination
-    the action-only path's chunk: the video changes with it, the action-only path does not."""
+    """With `future_actions` (the chunk) or `future_track` (where the chunk takes the gripper
+    in each calibrated view), training feeds the true chunk to the future frames and
+    imagination the action-only path's chunk: the video changes with it, the action-only path
+    does not."""
     torch.manual_seed(0)
     cfg = get_preset("tiny")
-    cfg = replace(cfg, image_size=RES, denoiser=replace(cfg.denoiser, future_actions=True))
+    cfg = replace(cfg, image_size=RES, denoiser=replace(cfg.denoiser, **{option: True}))
     model = WorldActionModel(cfg, _normalizer(episode), episode.cameras)
     with torch.no_grad():  # a fresh (zero) video head would predict no change whatever it sees
         model.denoiser.head.head.weight.normal_(0, 0.05)
@@ -280,10 +286,25 @@ def test_an_action_conditioned_future_is_imagined_under_the_action_only_chunk(
     before = model.imagine(obs, "grasp the block", steps=2, seed=3, full_video=True)
     fast = model.predict_actions(obs, "grasp the block", steps=2, seed=3)
     with torch.no_grad():
-        model.denoiser.future_action_embedding.weight.normal_(0, 0.5)
+        getattr(model.denoiser, embedding).weight.normal_(0, 0.5)
     after = model.imagine(obs, "grasp the block", steps=2, seed=3, full_video=True)
     assert np.array_equal(
         model.predict_actions(obs, "grasp the block", steps=2, seed=3).chunk, fast.chunk
     )
     cam = next(iter(after.video))
     assert not np.array_equal(before.video[cam][1:], after.video[cam][1:])
+
+
+def test_the_track_is_the_chunk_seen_through_the_calibrations(episode) -> None:
+    """`WorldActionModel._track`: the chunk's gripper projected into each view; without
+    calibrations, nothing."""
+    cfg = get_preset("tiny")
+    cfg = replace(cfg, image_size=RES, denoiser=replace(cfg.denoiser, future_track=True))
+    model = WorldActionModel(cfg, _normalizer(episode), episode.cameras)
+    obs = _obs(episode)
+    chunk = torch.from_numpy(model.predict_actions(obs, "grasp the block", steps=2).chunk[None])
+    state = torch.as_tensor(np.asarray(obs.state, dtype=np.float32))[None]
+    views = len(episode.cameras)
+    track = model._track(state, chunk, [obs.cameras], views)
+    assert track.shape[:3] == (1, views, H // 4) and torch.count_nonzero(track[..., 2]) > 0
+    assert torch.count_nonzero(model._track(state, chunk, None, views)) == 0
