@@ -165,6 +165,12 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
         "default: the checkpoint's)",
     )
     p.add_argument(
+        "--imagine-futures",
+        type=int,
+        help="futures one imagination averages in the copy (ModelConfig.imagine_futures; "
+        "default: the checkpoint's)",
+    )
+    p.add_argument(
         "--reference-task",
         default="pick_place_bin",
         help="sim task of the fixed input whose output is stored as reference.npz",
@@ -206,7 +212,11 @@ def _export(args: argparse.Namespace) -> int:
     from backend.model.wam import WorldActionModel
 
     out = export_checkpoint(
-        args.checkpoint, args.out, half=not args.float32, guidance_scale=args.guidance_scale
+        args.checkpoint,
+        args.out,
+        half=not args.float32,
+        guidance_scale=args.guidance_scale,
+        imagine_futures=args.imagine_futures,
     )
     WorldActionModel.from_checkpoint(out)  # it loads, or this says why
     write_reference(out, task=args.reference_task)

@@ -69,6 +69,12 @@ def register(sub: argparse._SubParsersAction, bench_sub: argparse._SubParsersAct
     )
     p.add_argument("--steps", type=int, help="denoising steps (default: the preset's)")
     p.add_argument(
+        "--futures",
+        type=int,
+        help="imagined futures per event, scored as their mean (default: the checkpoint's "
+        "imagine_futures, what the studio shows)",
+    )
+    p.add_argument(
         "--sheet-events", type=int, default=6, help="events drawn on the contact sheet (default 6)"
     )
     p.add_argument(
@@ -228,6 +234,7 @@ def _imagine(args: argparse.Namespace) -> int:
             steps=args.steps,
             sheet_events=args.sheet_events,
             progress=lambda s: bar.update(),
+            futures=args.futures,
         )
     out = args.out / "imagine"
     out.mkdir(parents=True, exist_ok=True)
@@ -243,9 +250,13 @@ def _imagine(args: argparse.Namespace) -> int:
         contact_sheet(sheet).save(out / "contact_sheet.png", optimize=True)
         summary["contact_sheet"] = str(out / "contact_sheet.png")
     merge_results(args.out / RESULTS_FILE, {"imagine": summary})
-    print(f"{summary['events']} events of {summary['episodes']} {args.split} episodes")
+    print(
+        f"{summary['events']} events of {summary['episodes']} {args.split} episodes, "
+        f"{summary['futures']} imagined future(s) each"
+    )
     for key, base in (
         ("psnr", "psnr_repeat_last"),
+        ("psnr_single", "psnr_repeat_last"),
         ("ssim", "ssim_repeat_last"),
         ("action_l2", "action_l2_hold"),
         ("gripper_error", "gripper_error_hold"),

@@ -108,6 +108,10 @@ class EventScore:
     psnr_repeat_last: dict[str, float]
     ssim: dict[str, float]
     ssim_repeat_last: dict[str, float]
+    # the first of the imagined futures alone (= psnr, ssim when the model imagines one)
+    psnr_single: dict[str, float]
+    ssim_single: dict[str, float]
+    futures: int  # futures the imagined video averages (ModelConfig.imagine_futures)
     action_l2: float  # m, joint imagination
     action_l2_action_only: float  # m, the closed-loop path
     action_l2_hold: float  # m, current state repeated
@@ -156,8 +160,12 @@ def evaluate_imagination(
     steps: int | None = None,
     sheet_events: int = 6,
     progress: Callable[[EventScore], None] | None = None,
+    futures: int | None = None,
 ) -> tuple[list[EventScore], list[SheetItem]]:
-    """Imagine every selected held-out event; returns per-event scores and contact-sheet items."""
+    """Imagine every selected held-out event; returns per-event scores and contact-sheet items.
+
+    `futures`: futures per event (default: the model's `imagine_futures`, what the studio
+    shows); the scores are of their mean, and of the first alone (`psnr_single`)."""
     from backend.data.samples import EventSamples
     from backend.model.wam import Observation
 
@@ -194,19 +202,24 @@ def evaluate_imagination(
         obs = Observation(
             {c: s["video"][v, 0] for v, c in enumerate(names)}, s["state"], s["cameras"]
         )
-        im = model.imagine(obs, text, mode="event", steps=steps, seed=i, full_video=True)
+        im = model.imagine(
+            obs, text, mode="event", steps=steps, seed=i, full_video=True, futures=futures
+        )
         fast = model.predict_actions(obs, text, mode="event", steps=steps, seed=i)
         L = int(s["length"])
         n = min(int(s["video_valid"].sum()) - 1, L, len(im.chunk))  # future frames to compare
-        ps, pr, ss, sr, real, imagined = {}, {}, {}, {}, {}, {}
+        ps, pr, ss, sr, p1, s1, real, imagined = {}, {}, {}, {}, {}, {}, {}, {}
         for v, c in enumerate(names):
             truth = resize_frames(s["video"][v, : n + 1], size)  # (n + 1, s, s, 3)
-            pred = im.video[c][: n + 1] if c in im.video else im.video[list(im.video)[v]][: n + 1]
+            key = c if c in im.video else list(im.video)[v]
+            pred = im.video[key][: n + 1]
+            first = im.video_futures[key][0, : n + 1] if im.video_futures else pred
             real[c], imagined[c] = truth, pred
             if n > 0:
                 last = np.repeat(truth[:1], n, axis=0)  # the observation held still
                 ps[c], pr[c] = psnr(pred[1:], truth[1:]), psnr(last, truth[1:])
                 ss[c], sr[c] = ssim(pred[1:], truth[1:]), ssim(last, truth[1:])
+                p1[c], s1[c] = psnr(first[1:], truth[1:]), ssim(first[1:], truth[1:])
         na = min(L, len(im.chunk))
         gt = s["actions"][:na]  # (na, 7)
         hold = np.repeat(s["state"][None], na, axis=0)
@@ -222,6 +235,9 @@ def evaluate_imagination(
             psnr_repeat_last=pr,
             ssim=ss,
             ssim_repeat_last=sr,
+            psnr_single=p1,
+            ssim_single=s1,
+            futures=len(next(iter(im.video_futures.values()))) if im.video_futures else 1,
             action_l2=_position_error(im.chunk[:na], gt),
             action_l2_action_only=_position_error(fast.chunk[:na], gt),
             action_l2_hold=_position_error(hold, gt),
@@ -238,6 +254,16 @@ def evaluate_imagination(
     return scores, sheet
 
 
+VIDEO_METRICS = (
+    "psnr",
+    "psnr_repeat_last",
+    "ssim",
+    "ssim_repeat_last",
+    "psnr_single",
+    "ssim_single",
+)
+
+
 def _mean(values: Sequence[float]) -> float | None:
     return round(float(np.mean(values)), 4) if len(values) else None
 
@@ -251,7 +277,7 @@ def summarise(scores: Sequence[EventScore]) -> dict[str, Any]:
         video = [r for r in rows if r.frames > 0]
         out: dict[str, Any] = {
             key: _mean([np.mean(list(getattr(r, key).values())) for r in video])
-            for key in ("psnr", "psnr_repeat_last", "ssim", "ssim_repeat_last")
+            for key in VIDEO_METRICS
         }
         for key in (
             "action_l2",
@@ -261,6 +287,7 @@ def summarise(scores: Sequence[EventScore]) -> dict[str, Any]:
             "gripper_error_hold",
         ):
             out[key] = _mean([getattr(r, key) for r in rows])
+        out["futures"] = max((r.futures for r in rows), default=1)
         out["length_error"] = _mean([abs(r.predicted_length - r.length) for r in rows])
         out["events"] = len(rows)
         return out
@@ -270,7 +297,7 @@ def summarise(scores: Sequence[EventScore]) -> dict[str, Any]:
     summary["per_view"] = {
         c: {
             key: _mean([getattr(r, key)[c] for r in scores if c in getattr(r, key)])
-            for key in ("psnr", "psnr_repeat_last", "ssim", "ssim_repeat_last")
+            for key in VIDEO_METRICS
         }
         for c in views
     }

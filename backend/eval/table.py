@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
                 episodes=None,
                 max_events=args.imagine_events,
                 steps=args.steps,
+                futures=None,  # the checkpoint's own, as the studio imagines
                 sheet_events=6,
                 out=args.out,
                 threads=args.threads,
@@ -197,12 +198,21 @@ def render(
         lines += [
             "",
             f"Imagination on {im['events']} held-out events (`{im.get('dataset')}`): PSNR "
-            f"{im['psnr']:.2f} dB vs {im['psnr_repeat_last']:.2f} dB for repeating the last frame; "
+            f"{im['psnr']:.2f} dB vs {im['psnr_repeat_last']:.2f} dB for repeating the last frame"
+            f"{_futures_note(im)}; "
             f"SSIM {im['ssim']:.3f} vs {im['ssim_repeat_last']:.3f}; end-effector error "
             f"{im['action_l2'] * 100:.1f} cm vs {im['action_l2_hold'] * 100:.1f} cm for holding "
             f"still (action-only path {im['action_l2_action_only'] * 100:.1f} cm).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _futures_note(im: dict) -> str:
+    """How many futures the imagined video averages, and one future's score, when more than one."""
+    k = im.get("futures", 1)
+    if k <= 1 or im.get("psnr_single") is None:
+        return ""
+    return f" (the mean of {k} imagined futures; one future alone {im['psnr_single']:.2f} dB)"
 
 
 def write_section(doc: Path, body: str) -> None:

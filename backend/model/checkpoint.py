@@ -248,10 +248,12 @@ def export_checkpoint(
     out: str | Path,
     half: bool = True,
     guidance_scale: float | None = None,
+    imagine_futures: int | None = None,
 ) -> Path:
     """An inference-only copy of a checkpoint: its config and EMA weights (else its raw weights),
     matrices in float16 when `half` (vectors and buffers stay float32), no optimizer state;
-    `guidance_scale` replaces the default classifier-free guidance in its config.
+    `guidance_scale` replaces the default classifier-free guidance in its config, and
+    `imagine_futures` the futures one imagination averages.
 
     What the studio and evaluation load, small enough to ship in the repository.
     """
@@ -272,6 +274,14 @@ def export_checkpoint(
         if not guidance_scale >= 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         config["model"] = {**config["model"], "guidance_scale": float(guidance_scale)}
+    if imagine_futures is not None:
+        from backend.model.presets import MAX_FUTURES
+
+        if not 1 <= imagine_futures <= MAX_FUTURES:
+            raise ValueError(
+                f"imagine_futures must be in [1, {MAX_FUTURES}], got {imagine_futures}"
+            )
+        config["model"] = {**config["model"], "imagine_futures": int(imagine_futures)}
     config = {
         **config,
         "exported_from": str(directory),

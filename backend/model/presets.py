@@ -15,6 +15,9 @@ from backend.model.text_encoder import TextConfig
 from backend.model.vae import SPATIAL_COMPRESSION, VAEConfig
 from backend.model.vlm import VLMConfig
 
+# Most futures one imagination may average (ModelConfig.imagine_futures; the --futures flags).
+MAX_FUTURES = 16
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -43,9 +46,18 @@ class ModelConfig:
     # composites the decoded change onto the observed pixels (the autoencoder's rendering errors
     # cancel). 0: the tower predicts the latents themselves (Wan's way).
     video_residual: float = 0.0
+    # Futures imagined per event: the video shown (and scored) is the per-pixel mean of this
+    # many sampled futures, the model's estimate of the expected future; the actions are the
+    # first future's. 1: one future, as sharp as the model draws it.
+    imagine_futures: int = 1
 
     def __post_init__(self) -> None:
         d, v = self.denoiser, self.vae
+        if not 1 <= self.imagine_futures <= MAX_FUTURES:
+            raise ValueError(
+                f"preset {self.name}: imagine_futures must be in [1, {MAX_FUTURES}], "
+                f"got {self.imagine_futures}"
+            )
         if self.video_residual < 0:
             raise ValueError(
                 f"preset {self.name}: video_residual must be >= 0, got {self.video_residual}"

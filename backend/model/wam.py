@@ -58,7 +58,7 @@ from backend.model.flow import (
     velocity_target,
 )
 from backend.model.normalizer import Normalizer
-from backend.model.presets import ModelConfig
+from backend.model.presets import MAX_FUTURES, ModelConfig
 from backend.model.text_encoder import InstructionEncoder
 from backend.model.track import track_features
 from backend.model.vae import VideoVAE, frames_to_video, latent_frames, video_to_frames
@@ -112,6 +112,9 @@ class Imagination:
     video: dict[str, np.ndarray] | None
     proposed_event: str | None = None  # unified mode: the VLM's next-event text
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    # cam -> (K, length + 1, H, W, 3) uint8: each of the K futures `video` is the mean of
+    # (ModelConfig.imagine_futures > 1); None for a single one
+    video_futures: dict[str, np.ndarray] | None = None
 
 
 def chunk_length(validity: np.ndarray) -> int:
@@ -618,21 +621,26 @@ class WorldActionModel(nn.Module):
         )
 
     def _initial_noise(
-        self, obs_lat: torch.Tensor, horizon: int, seed: int
+        self, obs_lat: torch.Tensor, horizon: int, seed: int, futures: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Seeded noise for the future latents (1, V, C, F, h, w) and the chunk (1, horizon, 8).
+        """Seeded noise for the future latents (futures, V, C, F, h, w) and the chunk (1, horizon, 8).
 
         Full imagination and the action-only path draw it the same way, so for a given seed both
-        start from the same noise.
+        start from the same noise; the first future's is the same whatever `futures` is.
         """
         gen = torch.Generator().manual_seed(int(seed))
         _, V, C, _, h, w = obs_lat.shape
-        xv = torch.randn((1, V, C, latent_frames(horizon + 1), h, w), generator=gen).to(self.device)
-        xa = torch.randn((1, horizon, ACTION_DIM + 1), generator=gen).to(self.device)
-        return xv, xa
+        shape = (1, V, C, latent_frames(horizon + 1), h, w)
+        xv = torch.randn(shape, generator=gen)
+        xa = torch.randn((1, horizon, ACTION_DIM + 1), generator=gen)
+        if futures > 1:
+            xv = torch.cat([xv, torch.randn((futures - 1, *shape[1:]), generator=gen)])
+        return xv.to(self.device), xa.to(self.device)
 
     def _split(self, v: torch.Tensor, guidance: float, use_cfg: bool) -> torch.Tensor:
-        return guided(v[:1], v[1:], guidance) if use_cfg else v
+        """Rows [cond; uncond] -> the guided velocity (the rows as they are without guidance)."""
+        n = v.shape[0] // 2
+        return guided(v[:n], v[n:], guidance) if use_cfg else v
 
     @torch.no_grad()
     def imagine_stream(
@@ -646,6 +654,7 @@ class WorldActionModel(nn.Module):
         horizon: int | None = None,
         preview_every: int = 0,
         full_video: bool = False,
+        futures: int | None = None,
     ) -> Iterator[dict]:
         """Joint video + action denoising, streamed.
 
@@ -655,10 +664,14 @@ class WorldActionModel(nn.Module):
         (cam -> frames) every `preview_every` steps when > 0,
         then {"type": "final", "result": Imagination}. The video covers the chunk's steps, or
         the whole horizon with `full_video` (also what is imagined past the event's end).
+        `futures` futures (config `imagine_futures` when None) are denoised in one batch; the
+        video is their per-pixel mean (`Imagination.video_futures` keeps each), the actions the
+        first one's (its noise is the one a single-future call with this seed draws).
         """
         instruction, steps, guidance, horizon = self._resolve(
             instruction, mode, steps, guidance, horizon
         )
+        k = self._futures(futures)
         t_start = time.perf_counter()
         p = self._prepare(obs, instruction, mode, guidance, horizon)
         obs_lat, use_cfg = p["obs_lat"], p["use_cfg"]
@@ -670,25 +683,27 @@ class WorldActionModel(nn.Module):
             chunk = self.normalizer.unnormalize_action(plan[..., :ACTION_DIM].float())
             chunk = from_model_actions(chunk, p["state_abs"], self.config.relative_actions)
             track = self._track(p["state_abs"], chunk, [p["cams"]], obs_lat.shape[1])
-            plan = plan.repeat(rep, 1, 1)
-            track = track.repeat(rep, 1, 1, 1, 1) if track is not None else None
-        xv, xa = self._initial_noise(obs_lat, horizon, seed)
+            plan = plan.repeat(rep * k, 1, 1)
+            track = track.repeat(rep * k, 1, 1, 1, 1) if track is not None else None
+        xv, xa = self._initial_noise(obs_lat, horizon, seed, futures=k)
+        xa = xa.repeat(k, 1, 1)
+        rows = self._rows(p, k)  # [cond x k; uncond x k]
         ts = sampling_schedule(steps, self.config.sampling_shift).tolist()
         t1 = time.perf_counter()
         for i in range(steps):
-            t = torch.full((rep,), ts[i], device=self.device)
+            t = torch.full((rep * k,), ts[i], device=self.device)
             vv, va = self.denoiser(
                 xv.repeat(rep, 1, 1, 1, 1, 1),
                 xa.repeat(rep, 1, 1),
                 t,
                 t,
-                p["ctx"],
-                p["ctx_mask"],
-                p["state"],
-                p["cond"],
+                rows["ctx"],
+                rows["ctx_mask"],
+                rows["state"],
+                rows["cond"],
                 p["vmask"],
-                p["extra"],
-                obs_frames=p["obs_frames"],
+                rows["extra"],
+                obs_frames=rows["obs_frames"],
                 future_actions=plan,
                 future_track=track,
             )
@@ -701,50 +716,74 @@ class WorldActionModel(nn.Module):
                 "steps": steps,
                 "actions": preview.chunk,
                 "validity": preview.validity,
-                "latents": x0v,
+                "latents": x0v.mean(0, keepdim=True),
                 "obs_latents": obs_lat,
             }
             if preview_every > 0 and (i + 1) % preview_every == 0 and i + 1 < steps:
-                msg["video"] = self._decode(x0v, p, preview.length)
+                msg["video"] = self._decode(x0v, p, preview.length)[0]
             yield msg
             xv, xa = euler_step(xv, vv, ts[i], ts[i + 1]), euler_step(xa, va, ts[i], ts[i + 1])
         p["timings"]["denoise_s"] = time.perf_counter() - t1
         result = self._finish(xa, mode, instruction, p)
         t2 = time.perf_counter()
-        result.video = self._decode(
+        result.video, each = self._decode(
             self._absolute(xv, p["stills"]), p, horizon if full_video else result.length
         )
+        result.video_futures = each if k > 1 else None
         result.timings["decode_s"] = time.perf_counter() - t2
         result.timings["total_s"] = time.perf_counter() - t_start
         yield {"type": "final", "result": result}
 
-    def _decode(self, xv: torch.Tensor, p: dict, length: int) -> dict[str, np.ndarray]:
-        """Latents (1, V, C, F, h, w) -> cam -> (length + 1, H, W, 3) uint8; frame 0 is the observation.
+    def _futures(self, futures: int | None) -> int:
+        k = int(futures or self.config.imagine_futures)
+        if not 1 <= k <= MAX_FUTURES:
+            raise ValueError(f"futures must be in [1, {MAX_FUTURES}], got {k}")
+        return k
+
+    @staticmethod
+    def _rows(p: dict, k: int) -> dict:
+        """The prepared per-row inputs ([cond; uncond] or [cond]) for k futures each."""
+        names = ("ctx", "ctx_mask", "state", "cond", "extra", "obs_frames")
+        if k == 1:
+            return {n: p[n] for n in names}
+        return {n: None if p[n] is None else p[n].repeat_interleave(k, 0) for n in names}
+
+    def _decode(
+        self, xv: torch.Tensor, p: dict, length: int
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Latents (K, V, C, F, h, w) of K futures -> (cam -> their mean, (length + 1, H, W, 3)
+        uint8; cam -> each, (K, length + 1, H, W, 3)). Frame 0 is the observation.
 
         A residual-video model's frames are the observed pixels plus the decoded change, the
         decoding of these latents minus that of the still clip (p["stills"]).
         """
         obs_lat, cams, stills = p["obs_lat"], p["cams"], p["stills"]
+        k = xv.shape[0]
         needed = latent_frames(length + 1) + (
             1 if length % 4 else 0
         )  # latent frames covering frames 0..length
-        z = torch.cat([obs_lat, xv[:, :, :, 1:needed]], dim=3)  # keep the clean observation latent
+        obs = obs_lat.expand(k, -1, -1, -1, -1, -1)  # keep the clean observation latent
+        z = torch.cat([obs, xv[:, :, :, 1:needed]], dim=3)
         video = self.vae.decode(
             z.flatten(0, 1)
-        )  # (V, 3, T, H, W); causal, so a prefix decodes alone
+        )  # (K V, 3, T, H, W); causal: a prefix decodes alone
+        video = video.unflatten(0, (k, -1))  # (K, V, 3, T, H, W)
         if stills is not None:
             still = self.vae.decode(stills[0, :, :, :needed])
             observed = frames_to_video(
                 self._resize(p["images"][0].to(self.device))
             )  # (V, 3, 1, H, W)
             video = observed + video - still
-        frames = video_to_frames(video).cpu().numpy()  # (V, T, H, W, 3)
+        video = video.clamp(-1, 1)
+        mean = video_to_frames(video.mean(0)).cpu().numpy()  # (V, T, H, W, 3)
+        each = video_to_frames(video.flatten(0, 1)).unflatten(0, (k, -1)).cpu().numpy()
         names = (
-            list(cams)
-            if len(cams) == frames.shape[0]
-            else [f"view{i}" for i in range(frames.shape[0])]
+            list(cams) if len(cams) == mean.shape[0] else [f"view{i}" for i in range(mean.shape[0])]
         )
-        return {n: frames[i, : length + 1] for i, n in enumerate(names)}
+        return (
+            {n: mean[i, : length + 1] for i, n in enumerate(names)},
+            {n: each[:, i, : length + 1] for i, n in enumerate(names)},
+        )
 
     def imagine(self, obs: Observation, instruction: str, **kwargs) -> Imagination:
         """The final result of `imagine_stream`."""

@@ -41,6 +41,8 @@ def test_imagine_eval_writes_metrics_events_and_contact_sheet(
         "psnr_repeat_last",
         "ssim",
         "ssim_repeat_last",
+        "psnr_single",
+        "ssim_single",
         "action_l2",
         "action_l2_hold",
         "action_l2_action_only",
@@ -50,6 +52,7 @@ def test_imagine_eval_writes_metrics_events_and_contact_sheet(
     ):
         assert isinstance(im[key], float), key
     assert im["events"] == 2 and im["episodes"] == 1 and im["split"] == "test"
+    assert im["futures"] == 1 and im["psnr_single"] == im["psnr"]  # the checkpoint imagines one
     assert 0 < im["psnr_repeat_last"] <= 60 and -1 <= im["ssim"] <= 1
     assert set(im["per_view"]) == {"front", "left", "right"}
     assert sum(b["events"] for b in im["buckets"].values()) == 2

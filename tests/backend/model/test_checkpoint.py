@@ -235,3 +235,7 @@ def test_export_can_set_the_default_guidance(tmp_path) -> None:
     assert read_config(tmp_path / "ckpt")["model"]["guidance_scale"] == 3.0  # source untouched
     with pytest.raises(ValueError, match="guidance_scale"):
         export_checkpoint(tmp_path / "ckpt", tmp_path / "bad", guidance_scale=-1.0)
+    out = export_checkpoint(tmp_path / "ckpt", tmp_path / "four", imagine_futures=4)
+    assert read_config(out)["model"]["imagine_futures"] == 4
+    with pytest.raises(ValueError, match="imagine_futures"):
+        export_checkpoint(tmp_path / "ckpt", tmp_path / "bad", imagine_futures=0)

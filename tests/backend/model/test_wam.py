@@ -259,7 +259,7 @@ def test_residual_video_predicts_the_change_from_the_still_observation(episode, 
     for cam, frames in im.video.items():
         assert np.array_equal(frames[0], obs.images[cam])  # RES-sized sim frames: no resize
     p = model._prepare(obs, "grasp the block", "event", 1.0, H)
-    still_video = model._decode(p["stills"], p, H)
+    still_video, _ = model._decode(p["stills"], p, H)
     for cam, frames in still_video.items():
         assert (np.abs(frames.astype(int) - obs.images[cam][None].astype(int)) <= 1).all()
 
@@ -308,3 +308,27 @@ def test_the_track_is_the_chunk_seen_through_the_calibrations(episode) -> None:
     track = model._track(state, chunk, [obs.cameras], views)
     assert track.shape[:3] == (1, views, H // 4) and torch.count_nonzero(track[..., 2]) > 0
     assert torch.count_nonzero(model._track(state, chunk, None, views)) == 0
+
+
+def test_several_futures_are_averaged_and_the_first_is_the_single_one(episode) -> None:
+    """`futures=K` denoises K futures in one batch: the video is their per-pixel mean, each is
+    kept, and the first (with its actions) is what a single-future call with that seed draws."""
+    torch.manual_seed(0)
+    cfg = replace(get_preset("tiny"), image_size=RES, video_residual=1.0)
+    model = WorldActionModel(cfg, _normalizer(episode), episode.cameras)
+    with torch.no_grad():  # a fresh (zero) video head would imagine no change at all
+        model.denoiser.head.head.weight.normal_(0, 0.05)
+    obs = _obs(episode)
+    one = model.imagine(obs, "grasp the block", steps=2, seed=5, full_video=True)
+    three = model.imagine(obs, "grasp the block", steps=2, seed=5, full_video=True, futures=3)
+    assert one.video_futures is None
+    np.testing.assert_allclose(three.chunk, one.chunk, atol=1e-5)
+    for cam, frames in three.video_futures.items():
+        assert frames.shape == (3, *one.video[cam].shape)
+        assert (np.abs(frames[0].astype(int) - one.video[cam].astype(int)) <= 1).all()
+        assert not np.array_equal(frames[1], frames[0])
+        mean = frames.astype(float).mean(0)
+        assert (np.abs(three.video[cam] - mean) <= 1).all()
+        assert np.array_equal(three.video[cam][0], obs.images[cam])
+    with pytest.raises(ValueError, match="futures must be in"):
+        model.imagine(obs, "grasp the block", steps=2, futures=17)
