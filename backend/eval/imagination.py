@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from backend.eval.summary import bootstrap_ci
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -254,6 +256,7 @@ def evaluate_imagination(
     return scores, sheet
 
 
+# Per-view video metrics, and per-event action ones, averaged by `summarise`.
 VIDEO_METRICS = (
     "psnr",
     "psnr_repeat_last",
@@ -261,6 +264,13 @@ VIDEO_METRICS = (
     "ssim_repeat_last",
     "psnr_single",
     "ssim_single",
+)
+ACTION_METRICS = (
+    "action_l2",
+    "action_l2_action_only",
+    "action_l2_hold",
+    "gripper_error",
+    "gripper_error_hold",
 )
 
 
@@ -279,13 +289,7 @@ def summarise(scores: Sequence[EventScore]) -> dict[str, Any]:
             key: _mean([np.mean(list(getattr(r, key).values())) for r in video])
             for key in VIDEO_METRICS
         }
-        for key in (
-            "action_l2",
-            "action_l2_action_only",
-            "action_l2_hold",
-            "gripper_error",
-            "gripper_error_hold",
-        ):
+        for key in ACTION_METRICS:
             out[key] = _mean([getattr(r, key) for r in rows])
         out["futures"] = max((r.futures for r in rows), default=1)
         out["length_error"] = _mean([abs(r.predicted_length - r.length) for r in rows])
@@ -294,6 +298,16 @@ def summarise(scores: Sequence[EventScore]) -> dict[str, Any]:
 
     views = list(dict.fromkeys(c for r in scores for c in r.psnr))
     summary = block(scores)
+    video = [r for r in scores if r.frames > 0]
+    for key in ("psnr", "psnr_single"):  # paired over events: does imagining beat holding still?
+        gain = [
+            np.mean(list(getattr(r, key).values())) - np.mean(list(r.psnr_repeat_last.values()))
+            for r in video
+        ]
+        if gain:
+            lo, hi = bootstrap_ci(gain)
+            summary[f"{key}_gain"] = _mean(gain)
+            summary[f"{key}_gain_ci95"] = [round(lo, 4), round(hi, 4)]
     summary["per_view"] = {
         c: {
             key: _mean([getattr(r, key)[c] for r in scores if c in getattr(r, key)])

@@ -79,16 +79,23 @@ def _why_not(method: str, args: argparse.Namespace) -> str | None:
     return None
 
 
-def _finished(records: Path, episodes: int, checkpoint: str | None) -> bool:
+def _finished(records: Path, episodes: int, checkpoint: str | None) -> list[dict] | None:
+    """The records of a suite x method already scored with this checkpoint, else None."""
     if not records.is_file():
-        return False
+        return None
     rows = [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
-    return len(rows) == episodes and all(r.get("checkpoint") == checkpoint for r in rows)
+    ok = len(rows) == episodes and all(r.get("checkpoint") == checkpoint for r in rows)
+    return rows if ok else None
 
 
 def run(args: argparse.Namespace) -> int:
     from backend.eval.cli import _closed_loop, _imagine
-    from backend.eval.summary import RESULTS_FILE, merge_results, read_results
+    from backend.eval.summary import (
+        RESULTS_FILE,
+        closed_loop_update,
+        merge_results,
+        read_results,
+    )
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -103,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
                 not_run.setdefault(suite, {})[method] = reason
                 continue
             records = args.out / "closed_loop" / f"{suite}-{method}.jsonl"
-            if _finished(records, args.episodes, str(checkpoint) if checkpoint else None):
+            done = _finished(records, args.episodes, str(checkpoint) if checkpoint else None)
+            if done is not None:  # scored before (this table, or rows copied in): merged again
                 print(f"{suite} / {method}: {args.episodes} episodes already scored", flush=True)
+                merge_results(args.out / RESULTS_FILE, closed_loop_update(done, suite, method))
                 continue
             print(f"{suite} / {method}: {args.episodes} episodes", flush=True)
             _closed_loop(
@@ -199,12 +208,22 @@ def render(
             "",
             f"Imagination on {im['events']} held-out events (`{im.get('dataset')}`): PSNR "
             f"{im['psnr']:.2f} dB vs {im['psnr_repeat_last']:.2f} dB for repeating the last frame"
-            f"{_futures_note(im)}; "
+            f"{_gain_note(im)}{_futures_note(im)}; "
             f"SSIM {im['ssim']:.3f} vs {im['ssim_repeat_last']:.3f}; end-effector error "
             f"{im['action_l2'] * 100:.1f} cm vs {im['action_l2_hold'] * 100:.1f} cm for holding "
             f"still (action-only path {im['action_l2_action_only'] * 100:.1f} cm).",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _gain_note(im: dict) -> str:
+    """The paired gain over repeat-last and its interval over events, when the file has them."""
+    ci = im.get("psnr_gain_ci95")
+    if ci is None:
+        return ""
+    return (
+        f", a gain of {im['psnr_gain']:+.2f} dB [{ci[0]:+.2f}, {ci[1]:+.2f}] (95% CI over events)"
+    )
 
 
 def _futures_note(im: dict) -> str:

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from app.cli import main
+from backend.eval.imagination import ACTION_METRICS, VIDEO_METRICS
 
 pytestmark = pytest.mark.slow
 
@@ -36,23 +37,13 @@ def test_imagine_eval_writes_metrics_events_and_contact_sheet(
     assert rc == 0
     assert "psnr_repeat_last" in capsys.readouterr().out
     im = json.loads((tmp_path / "eval.json").read_text())["imagine"]
-    for key in (
-        "psnr",
-        "psnr_repeat_last",
-        "ssim",
-        "ssim_repeat_last",
-        "psnr_single",
-        "ssim_single",
-        "action_l2",
-        "action_l2_hold",
-        "action_l2_action_only",
-        "gripper_error",
-        "gripper_error_hold",
-        "length_error",
-    ):
+    for key in (*VIDEO_METRICS, *ACTION_METRICS, "length_error"):
         assert isinstance(im[key], float), key
     assert im["events"] == 2 and im["episodes"] == 1 and im["split"] == "test"
     assert im["futures"] == 1 and im["psnr_single"] == im["psnr"]  # the checkpoint imagines one
+    gain, (lo, hi) = im["psnr_gain"], im["psnr_gain_ci95"]  # paired over events
+    assert gain == pytest.approx(im["psnr"] - im["psnr_repeat_last"], abs=1e-3)
+    assert lo <= gain <= hi
     assert 0 < im["psnr_repeat_last"] <= 60 and -1 <= im["ssim"] <= 1
     assert set(im["per_view"]) == {"front", "left", "right"}
     assert sum(b["events"] for b in im["buckets"].values()) == 2

