@@ -83,9 +83,18 @@ class EpisodeRecord:
     ended: str | None  # why credit ended early (the rubric's reason), if it did
     events: list[dict[str, Any]] = field(default_factory=list)  # executed events / chunks
     wall_s: float = 0.0
+    # torch CPU threads of the model (None without one): the order of float sums depends on
+    # it, and a closed loop can tip an episode either way on such a difference
+    threads: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def check_method(method: str) -> str:
@@ -257,6 +266,7 @@ class ClosedLoop:
             ended=progress.ended,
             events=events,
             wall_s=round(time.perf_counter() - t0, 3),
+            threads=_torch_threads() if self.model is not None else None,
         )
 
     # ---- controllers: each drives `env` from its reset state and returns what it executed ----

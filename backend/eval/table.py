@@ -79,12 +79,19 @@ def _why_not(method: str, args: argparse.Namespace) -> str | None:
     return None
 
 
-def _finished(records: Path, episodes: int, checkpoint: str | None) -> list[dict] | None:
-    """The records of a suite x method already scored with this checkpoint, else None."""
+def _finished(
+    records: Path, episodes: int, checkpoint: str | None, threads: int
+) -> list[dict] | None:
+    """The records of a suite x method already scored with this checkpoint (and, for a model,
+    this many torch threads, when the records say), else None."""
     if not records.is_file():
         return None
     rows = [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
-    ok = len(rows) == episodes and all(r.get("checkpoint") == checkpoint for r in rows)
+    ok = len(rows) == episodes and all(
+        r.get("checkpoint") == checkpoint
+        and (checkpoint is None or r.get("threads") in (None, threads))
+        for r in rows
+    )
     return rows if ok else None
 
 
@@ -110,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
                 not_run.setdefault(suite, {})[method] = reason
                 continue
             records = args.out / "closed_loop" / f"{suite}-{method}.jsonl"
-            done = _finished(records, args.episodes, str(checkpoint) if checkpoint else None)
+            done = _finished(
+                records, args.episodes, str(checkpoint) if checkpoint else None, args.threads
+            )
             if done is not None:  # scored before (this table, or rows copied in): merged again
                 print(f"{suite} / {method}: {args.episodes} episodes already scored", flush=True)
                 merge_results(args.out / RESULTS_FILE, closed_loop_update(done, suite, method))

@@ -57,6 +57,7 @@ def test_expert_scores_100_and_hold_scores_low(tmp_path: Path, capsys) -> None:
     assert expert[0]["stages"][-1] == "release it in the bin" and expert[0]["events"]
     for r in hold:
         assert r["task_progress"] < 20 and not r["success"]
+        assert r["threads"] is None  # no model, nothing to round
         assert r["steps"] == r["step_limit"] == math.ceil(1.5 * r["expert_steps"])
     table = json.loads((tmp_path / "eval.json").read_text())["closed_loop_tasks"]["pick_place_bin"]
     assert table["expert"]["task_progress"] == 100 and table["expert"]["ci95"] == [100, 100]
@@ -83,6 +84,7 @@ def test_model_methods_run_and_build_one_table(trained, tmp_path: Path) -> None:
     assert (
         r["task"] == "pick_place_bin" and r["seed"] == 4 and r["checkpoint"] == str(trained.event)
     )
+    assert r["threads"] == 1  # --threads' default
     # Event mode follows the expert's plan on the checkpoint's caption track, one chunk per event.
     config = read_config(trained.event)
     h_max = ModelConfig.from_dict(config["model"]).h_max

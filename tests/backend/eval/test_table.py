@@ -53,3 +53,23 @@ def test_rows_scored_elsewhere_are_merged_into_the_results(tmp_path: Path, capsy
         or True
     )
     assert "(n=2)" in (tmp_path / "b.md").read_text()
+
+
+def test_episodes_are_reused_only_with_the_same_checkpoint_and_threads(tmp_path: Path) -> None:
+    """The thread count changes float rounding and so, rarely, an episode: a model's episodes
+    count as scored only for the same --threads (records without the field, as before)."""
+    from backend.eval.table import _finished
+
+    def records(**fields) -> Path:
+        path = tmp_path / "rows.jsonl"
+        row = {"task": "t", "seed": 4, "task_progress": 10.0, **fields}
+        path.write_text("\n".join(json.dumps(row) for _ in range(2)) + "\n")
+        return path
+
+    assert _finished(records(checkpoint="C", threads=1), 2, "C", 1) is not None
+    assert _finished(records(checkpoint="C", threads=2), 2, "C", 1) is None
+    assert _finished(records(checkpoint="C"), 2, "C", 1) is not None
+    assert _finished(records(checkpoint="D", threads=1), 2, "C", 1) is None
+    assert _finished(records(checkpoint="C", threads=1), 3, "C", 1) is None
+    assert _finished(records(checkpoint=None, threads=None), 2, None, 4) is not None
+    assert _finished(tmp_path / "missing.jsonl", 2, None, 1) is None
