@@ -20,7 +20,10 @@ class LinkFactory:
         self.clients: list[RobotClient] = []
 
     def server(self, robot=None, **cfg) -> RobotServer:
-        cfg = {"cmd_port": 0, "telemetry_port": 0, "heartbeat_timeout_s": 0.3, **cfg}
+        # 1 s of silence before the watchdog trips: a loaded 2-core machine can stall a 60 ms
+        # heartbeat past 0.3 s (it once aborted a chunk mid-suite); tests of the watchdog's
+        # timing pass their own timeout.
+        cfg = {"cmd_port": 0, "telemetry_port": 0, "heartbeat_timeout_s": 1.0, **cfg}
         s = RobotServer(robot or KinematicRobot(), ServerConfig(**cfg)).start()
         self.servers.append(s)
         return s
